@@ -1,0 +1,62 @@
+"""The ``fraud-assets`` command line (also ``python -m fraud_assets``).
+
+Each area registers its own sub-commands (``register(subparsers)``); a handler returns the
+process exit code. Errors that an operator can fix are printed as one clear line, without
+a stack trace, and exit non-zero.
+"""
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+
+class OperatorError(RuntimeError):
+    """A problem the operator can fix; its message says what to do."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with every area's sub-commands."""
+    from fraud_assets.demo import register as register_demo
+    from fraud_assets.kafka.cli import register as register_kafka
+    from fraud_assets.setup.cli import register as register_setup
+
+    parser = argparse.ArgumentParser(
+        prog="fraud-assets",
+        description="Real-time credit-card fraud detection on Kafka, Spark and Dagster.",
+    )
+    parser.add_argument(
+        "--home",
+        default=".",
+        help="fraud_assets home: holds data/ and var/ (default: the current directory)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    register_setup(subparsers)
+    register_kafka(subparsers)
+    register_demo(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one sub-command and return its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # kafka-python logs every connection at INFO.
+    logging.getLogger("kafka").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        return int(args.handler(args) or 0)
+    except OperatorError as error:
+        print(f"fraud-assets {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fraud-assets {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

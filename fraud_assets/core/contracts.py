@@ -1,0 +1,134 @@
+"""Named schemas and field lists: the contracts between modules, topics and tables.
+
+Every DataFrame that crosses a module boundary has one of these schemas, and every
+transform that produces one ends in ``select(*SCHEMA.fieldNames())``. Changing one of
+them is a breaking change for tests, consumers of the Kafka topics and the checkpoints of
+stateful queries.
+"""
+
+from datetime import UTC, datetime
+
+from pyspark.sql import types as T
+
+PCA_COLUMNS: tuple[str, ...] = tuple(f"V{i}" for i in range(1, 29))
+"""The 28 anonymised PCA components of the ULB dataset."""
+
+SOURCE_COLUMNS: tuple[str, ...] = ("Time", *PCA_COLUMNS, "Amount", "Class")
+"""The header of ``creditcard.csv``, in file order."""
+
+FEATURE_COLUMNS: tuple[str, ...] = (*PCA_COLUMNS, "Amount")
+"""Model inputs. ``Time`` (seconds since the first transaction of the capture) is left
+out on purpose: it only orders the two days of the dataset and means nothing for a
+transaction arriving in production."""
+
+LABEL_COLUMN = "Class"
+
+EVENT_TIME_BASE = datetime(2013, 9, 1, tzinfo=UTC)
+"""``event_time = EVENT_TIME_BASE + Time seconds``. The dataset says only "two days in
+September 2013"; a fixed base keeps event times (and so KPI windows) deterministic."""
+
+EVENT_TIME_BASE_EPOCH_SECONDS = int(EVENT_TIME_BASE.timestamp())
+
+# --- raw and audited tables --------------------------------------------------------------
+
+RAW_TRANSACTIONS_SCHEMA = T.StructType(
+    [T.StructField("row_index", T.LongType(), False)]
+    + [T.StructField(name, T.DoubleType(), True) for name in ("Time", *PCA_COLUMNS, "Amount")]
+    + [T.StructField("Class", T.IntegerType(), True)]
+)
+"""``creditcard.csv`` as read, plus its 0-based data row index (the header not counted)."""
+
+AUDITED_TRANSACTIONS_SCHEMA = T.StructType(
+    [
+        T.StructField("transaction_id", T.StringType(), False),
+        T.StructField("row_index", T.LongType(), False),
+        T.StructField("event_time", T.TimestampType(), False),
+    ]
+    + [T.StructField(name, T.DoubleType(), True) for name in ("Time", *PCA_COLUMNS, "Amount")]
+    + [T.StructField("Class", T.IntegerType(), True)]
+)
+"""One row per distinct source transaction (exact duplicates dropped, first kept)."""
+
+# --- Kafka topic `transactions` ----------------------------------------------------------
+
+TRANSACTION_MESSAGE_SCHEMA = T.StructType(
+    [
+        T.StructField("transaction_id", T.StringType(), True),
+        T.StructField("event_time", T.StringType(), True),
+    ]
+    + [T.StructField(name, T.DoubleType(), True) for name in ("Time", *PCA_COLUMNS, "Amount")]
+    + [T.StructField("Class", T.IntegerType(), True)]
+)
+"""The JSON value of a ``transactions`` message. ``event_time`` is ISO-8601 text (parsed
+and validated after ``from_json``); ``Class`` is optional: the label is known later."""
+
+REQUIRED_MESSAGE_FIELDS: tuple[str, ...] = (
+    "transaction_id",
+    "event_time",
+    "Time",
+    *PCA_COLUMNS,
+    "Amount",
+)
+
+SCORED_TRANSACTIONS_SCHEMA = T.StructType(
+    [
+        T.StructField("transaction_id", T.StringType(), False),
+        T.StructField("event_time", T.TimestampType(), False),
+        T.StructField("Amount", T.DoubleType(), True),
+        T.StructField("Class", T.IntegerType(), True),
+        T.StructField("fraud_prob", T.DoubleType(), False),
+        T.StructField("threshold", T.DoubleType(), False),
+        T.StructField("model_version", T.StringType(), False),
+        T.StructField("is_alert", T.BooleanType(), False),
+        T.StructField("prediction", T.IntegerType(), False),
+    ]
+)
+"""Every valid transaction after scoring: the input of alerts and KPIs."""
+
+# --- Kafka topic `fraud_alerts` and the Parquet alerts table ------------------------------
+
+ALERT_SCHEMA = T.StructType(
+    [
+        T.StructField("alert_id", T.StringType(), False),
+        T.StructField("transaction_id", T.StringType(), False),
+        T.StructField("event_time", T.TimestampType(), False),
+        T.StructField("Amount", T.DoubleType(), True),
+        T.StructField("Class", T.IntegerType(), True),
+        T.StructField("fraud_prob", T.DoubleType(), False),
+        T.StructField("threshold", T.DoubleType(), False),
+        T.StructField("model_version", T.StringType(), False),
+        T.StructField("is_alert", T.BooleanType(), False),
+        T.StructField("prediction", T.IntegerType(), False),
+        T.StructField("scored_at", T.TimestampType(), False),
+    ]
+)
+"""One row per transaction scored at or above the promoted threshold. ``alert_id`` is
+``<model_version>:<transaction_id>``, so consumers can de-duplicate."""
+
+ALERTS_TABLE_SCHEMA = T.StructType([*ALERT_SCHEMA.fields, T.StructField("batch_id", T.LongType())])
+"""The Parquet alerts table: alerts partitioned by the micro-batch that committed them."""
+
+# --- Kafka topic `transactions_dlq` and the Parquet quarantine table -----------------------
+
+DEAD_LETTER_SCHEMA = T.StructType(
+    [
+        T.StructField("reason", T.StringType(), False),
+        T.StructField("key", T.StringType(), True),
+        T.StructField("value", T.StringType(), True),
+        T.StructField("source_topic", T.StringType(), False),
+        T.StructField("source_partition", T.IntegerType(), False),
+        T.StructField("source_offset", T.LongType(), False),
+        T.StructField("kafka_timestamp", T.TimestampType(), True),
+    ]
+)
+"""A message that never reached the model: the original bytes (as UTF-8 text, invalid
+bytes replaced), why it was rejected, and where it came from."""
+
+QUARANTINE_TABLE_SCHEMA = T.StructType(
+    [*DEAD_LETTER_SCHEMA.fields, T.StructField("batch_id", T.LongType())]
+)
+
+
+def field_names(schema: T.StructType) -> list[str]:
+    """The column names of ``schema``, in order (for a closing ``select``)."""
+    return [field.name for field in schema.fields]

@@ -1,0 +1,320 @@
+"""The scoring stream: Kafka ``transactions`` -> alerts (Kafka + Parquet) and dead letters.
+
+One Structured Streaming query reads Kafka, parses each message once and scores it once.
+Its ``foreachBatch`` writer commits each micro-batch idempotently:
+
+1. alerts of batch ``N`` are written to ``<alerts_table>/batch_id=N`` through a staging
+   folder and an atomic rename; a replayed batch (after a crash) finds the folder and skips
+   the write, so the Parquet table is exactly-once;
+2. the Kafka ``fraud_alerts`` records are produced from that committed folder, so a replay
+   re-sends byte-identical records with the same key (at-least-once, de-duplicable);
+3. rejected messages go the same way to the quarantine table and ``transactions_dlq``;
+4. a small JSON batch log records the counts.
+
+Spark's checkpoint (one per query, never deleted by code) makes a restart resume at the
+first uncommitted batch with the same offsets.
+"""
+
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pyspark.ml import PipelineModel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from fraud_assets.core.contracts import ALERT_SCHEMA, DEAD_LETTER_SCHEMA
+from fraud_assets.core.registry import Promotion, write_json_atomic
+from fraud_assets.core.scoring import (
+    alert_kafka_records,
+    alerts,
+    dead_letter_kafka_records,
+    dead_letters,
+    filter_valid,
+    parse_transactions,
+    score_transactions,
+)
+from fraud_assets.core.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StreamPaths:
+    """Where the scoring query keeps its checkpoint and writes its tables."""
+
+    checkpoint_dir: Path
+    alerts_table: Path
+    quarantine_table: Path
+    batch_log_dir: Path
+
+    @classmethod
+    def under(cls, tables_dir: Path, checkpoints_dir: Path) -> "StreamPaths":
+        return cls(
+            checkpoint_dir=checkpoints_dir / "scoring",
+            alerts_table=tables_dir / "alerts",
+            quarantine_table=tables_dir / "quarantine",
+            batch_log_dir=tables_dir / "stream_batches",
+        )
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """How the scoring query reads Kafka and how often it commits."""
+
+    trigger_interval: str = "1 second"
+    """Micro-batch interval in unbounded mode (bounded mode drains what is available)."""
+    max_offsets_per_trigger: int = 100_000
+    starting_offsets: str = "earliest"
+    query_name: str = "fraud_scoring"
+
+
+@dataclass
+class BatchStats:
+    """What one committed micro-batch did."""
+
+    batch_id: int
+    input_rows: int
+    scored: int
+    alerts: int
+    invalid: int
+    model_version: str
+    threshold: float
+    duration_ms: int
+    replayed: bool
+
+
+@dataclass
+class StreamTotals:
+    """Running totals over the batches this process committed."""
+
+    batches: int = 0
+    input_rows: int = 0
+    scored: int = 0
+    alerts: int = 0
+    invalid: int = 0
+    last_batch: BatchStats | None = None
+    history: list[BatchStats] = field(default_factory=list)
+
+    def add(self, stats: BatchStats) -> None:
+        self.batches += 1
+        self.input_rows += stats.input_rows
+        self.scored += stats.scored
+        self.alerts += stats.alerts
+        self.invalid += stats.invalid
+        self.last_batch = stats
+        self.history.append(stats)
+
+
+def commit_batch_partition(df: DataFrame, table_dir: Path, batch_id: int) -> tuple[Path, bool]:
+    """Write ``df`` as ``table_dir/batch_id=N`` exactly once.
+
+    Returns the partition folder and whether it already existed (a replayed batch). The
+    data is written to ``table_dir/_staging`` (ignored by Parquet readers) and renamed into
+    place, so the folder either holds the whole batch or does not exist.
+    """
+    final = table_dir / f"batch_id={batch_id}"
+    if final.exists():
+        return final, True
+    staging = table_dir / "_staging" / f"batch_id={batch_id}-{uuid.uuid4().hex}"
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    df.write.mode("errorifexists").parquet(str(staging))
+    os.replace(staging, final)
+    return final, False
+
+
+def write_kafka(df: DataFrame, kafka: KafkaSettings, topic: str) -> None:
+    """Produce ``key``/``value`` rows to ``topic`` (Kafka's batch writer, at-least-once)."""
+    df.write.format("kafka").options(**kafka.spark_options()).option("topic", topic).save()
+
+
+class ScoringBatchWriter:
+    """The ``foreachBatch`` function of the scoring query (see the module docstring)."""
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        kafka: KafkaSettings,
+        paths: StreamPaths,
+        model: PipelineModel,
+        promotion: Promotion,
+        on_batch: Callable[[BatchStats], None] | None = None,
+    ):
+        self.spark = spark
+        self.kafka = kafka
+        self.paths = paths
+        self.model = model
+        self.promotion = promotion
+        self.on_batch = on_batch
+        self.totals = StreamTotals()
+        self._lock = threading.Lock()
+
+    def __call__(self, records: DataFrame, batch_id: int) -> None:
+        started = time.monotonic()
+        promotion = self.promotion
+        parsed = parse_transactions(records).persist()
+        scored = score_transactions(
+            self.model, filter_valid(parsed), promotion.threshold, promotion.version
+        ).persist()
+        try:
+            counts = scored.agg(
+                F.count(F.lit(1)).alias("scored"), F.count_if("is_alert").alias("alerts")
+            ).first()
+            invalid = parsed.where(F.col("reason").isNotNull()).count()
+
+            alert_dir, replayed = commit_batch_partition(
+                alerts(scored, F.current_timestamp()), self.paths.alerts_table, batch_id
+            )
+            committed_alerts = self.spark.read.schema(ALERT_SCHEMA).parquet(str(alert_dir))
+            write_kafka(alert_kafka_records(committed_alerts), self.kafka, self.kafka.topics.alerts)
+
+            letters_dir, _ = commit_batch_partition(
+                dead_letters(parsed), self.paths.quarantine_table, batch_id
+            )
+            if invalid:
+                committed_letters = self.spark.read.schema(DEAD_LETTER_SCHEMA).parquet(
+                    str(letters_dir)
+                )
+                write_kafka(
+                    dead_letter_kafka_records(committed_letters),
+                    self.kafka,
+                    self.kafka.topics.dead_letter,
+                )
+        finally:
+            scored.unpersist()
+            parsed.unpersist()
+
+        stats = BatchStats(
+            batch_id=batch_id,
+            input_rows=int(counts["scored"]) + int(invalid),
+            scored=int(counts["scored"]),
+            alerts=int(counts["alerts"]),
+            invalid=int(invalid),
+            model_version=promotion.version,
+            threshold=promotion.threshold,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            replayed=replayed,
+        )
+        write_json_atomic(self.paths.batch_log_dir / f"batch-{batch_id:012d}.json", asdict(stats))
+        with self._lock:
+            self.totals.add(stats)
+        log.info(
+            "batch %d: %d scored, %d alerts, %d invalid in %d ms%s",
+            batch_id,
+            stats.scored,
+            stats.alerts,
+            stats.invalid,
+            stats.duration_ms,
+            " (replayed)" if replayed else "",
+        )
+        if self.on_batch is not None:
+            self.on_batch(stats)
+
+
+def read_transactions_stream(
+    spark: SparkSession, kafka: KafkaSettings, settings: StreamSettings
+) -> DataFrame:
+    """The Kafka ``transactions`` topic as a streaming DataFrame of raw records."""
+    return (
+        spark.readStream.format("kafka")
+        .options(**kafka.spark_options())
+        .option("subscribe", kafka.topics.transactions)
+        .option("startingOffsets", settings.starting_offsets)
+        .option("maxOffsetsPerTrigger", str(settings.max_offsets_per_trigger))
+        # Losing data (a deleted topic, expired offsets) must stop the query, not be skipped.
+        .option("failOnDataLoss", "true")
+        .load()
+    )
+
+
+def start_scoring_query(
+    spark: SparkSession,
+    kafka: KafkaSettings,
+    paths: StreamPaths,
+    writer: ScoringBatchWriter,
+    settings: StreamSettings,
+    bounded: bool,
+) -> StreamingQuery:
+    """Start the scoring query; ``bounded`` drains what is available now, then stops."""
+    guard_checkpoint(paths.checkpoint_dir, settings.query_name, kafka.topics.transactions)
+    stream = (
+        read_transactions_stream(spark, kafka, settings)
+        .writeStream.queryName(settings.query_name)
+        .option("checkpointLocation", str(paths.checkpoint_dir))
+        .foreachBatch(writer)
+    )
+    stream = (
+        stream.trigger(availableNow=True)
+        if bounded
+        else stream.trigger(processingTime=settings.trigger_interval)
+    )
+    return stream.start()
+
+
+class CheckpointMismatchError(RuntimeError):
+    """The checkpoint folder belongs to another query; it is never deleted by code."""
+
+
+def guard_checkpoint(checkpoint_dir: Path, query_name: str, source_topic: str) -> None:
+    """Refuse to start on a checkpoint written by a different query or source topic.
+
+    Spark would otherwise resume from offsets of another topic or fail deep inside the
+    state store. The identity is recorded next to Spark's own files on first start.
+    """
+    identity_path = checkpoint_dir / "fraud_assets_query.json"
+    identity = {"query_name": query_name, "source_topic": source_topic}
+    if identity_path.is_file():
+        recorded = json.loads(identity_path.read_text())
+        if recorded != identity:
+            raise CheckpointMismatchError(
+                f"checkpoint {checkpoint_dir} belongs to {recorded}, not {identity}. "
+                "Point the query at its own checkpoint folder, or move this one aside "
+                "yourself if you really mean to reprocess (code never deletes checkpoints)."
+            )
+    elif checkpoint_dir.exists() and any(checkpoint_dir.iterdir()):
+        raise CheckpointMismatchError(
+            f"checkpoint {checkpoint_dir} holds files of an unknown query; refusing to reuse it"
+        )
+    else:
+        write_json_atomic(identity_path, identity)
+
+
+def await_query(
+    query: StreamingQuery,
+    stop_requested: Callable[[], bool] = lambda: False,
+    poll_seconds: float = 1.0,
+    on_poll: Callable[[], None] | None = None,
+) -> None:
+    """Wait for ``query`` to end (bounded mode) or for ``stop_requested()``; re-raise failures.
+
+    Always stops the query on the way out, also when interrupted.
+    """
+    try:
+        while query.isActive:
+            if stop_requested():
+                log.info("stop requested: stopping query %s", query.name)
+                break
+            query.awaitTermination(poll_seconds)
+            if on_poll is not None:
+                on_poll()
+        error = query.exception()
+        if error is not None:
+            raise RuntimeError(f"streaming query {query.name} failed: {error}") from None
+    finally:
+        if query.isActive:
+            query.stop()
+
+
+def clear_staging(table_dir: Path) -> None:
+    """Remove leftovers of interrupted batch writes (never committed data, never checkpoints)."""
+    staging = table_dir / "_staging"
+    if staging.is_dir():
+        shutil.rmtree(staging)

@@ -1,0 +1,156 @@
+"""Stream: the scoring job (Kafka -> alerts) and the tables it maintains.
+
+The alert and quarantine tables are written by a long-running streaming op, not by an
+asset function, so they are declared as asset specs; the op records their
+materializations while it runs.
+"""
+
+import time
+
+import dagster as dg
+
+from fraud_assets.core.spark import require_connector_jars
+from fraud_assets.core.stream import (
+    ScoringBatchWriter,
+    StreamSettings,
+    StreamTotals,
+    await_query,
+    start_scoring_query,
+)
+from fraud_assets.defs.resources import KafkaResource, ProjectResource, SparkResource
+from fraud_assets.defs.selection import promoted_model
+from fraud_assets.kafka.admin import check_broker_reachable
+
+STREAM_TAG = "fraud_assets/stream"
+"""Run tag limited to one concurrent run in dagster.yaml: at most one scoring stream."""
+
+alerts_table = dg.AssetSpec(
+    "alerts",
+    group_name="stream",
+    kinds={"spark", "parquet", "kafka"},
+    deps=[promoted_model],
+    description=(
+        "One row per transaction scored at or above the promoted threshold (Parquet, "
+        "partitioned by micro-batch; also produced to Kafka fraud_alerts, keyed by "
+        "transaction_id)."
+    ),
+)
+
+quarantine_table = dg.AssetSpec(
+    "quarantine",
+    group_name="stream",
+    kinds={"spark", "parquet", "kafka"},
+    deps=[promoted_model],
+    description="Messages rejected before scoring, with the reason and their Kafka origin "
+    "(also produced to transactions_dlq).",
+)
+
+
+class ScoringStreamConfig(dg.Config):
+    """How long and how fast the scoring stream runs."""
+
+    bounded: bool = False
+    """True: process every message available at start, then stop (demos, tests, backfills)."""
+    trigger_interval: str = "1 second"
+    max_offsets_per_trigger: int = 100_000
+    report_every_seconds: float = 30.0
+    """How often the op records materializations of the tables while it runs."""
+
+
+def _materializations(totals: StreamTotals, since_batches: int) -> list[dg.AssetMaterialization]:
+    new = totals.history[since_batches:]
+    last = totals.last_batch
+    common = {
+        "batches_total": totals.batches,
+        "last_batch_id": last.batch_id if last else -1,
+        "model_version": last.model_version if last else "",
+        "threshold": last.threshold if last else 0.0,
+    }
+    return [
+        dg.AssetMaterialization(
+            asset_key=alerts_table.key,
+            metadata={
+                **common,
+                "new_alerts": sum(b.alerts for b in new),
+                "new_scored": sum(b.scored for b in new),
+                "alerts_total": totals.alerts,
+                "scored_total": totals.scored,
+            },
+        ),
+        dg.AssetMaterialization(
+            asset_key=quarantine_table.key,
+            metadata={
+                **common,
+                "new_rejected": sum(b.invalid for b in new),
+                "rejected_total": totals.invalid,
+            },
+        ),
+    ]
+
+
+@dg.op(description="Run the scoring query until stopped (or, bounded, until the backlog is done).")
+def run_scoring_stream(
+    context: dg.OpExecutionContext,
+    config: ScoringStreamConfig,
+    project: ProjectResource,
+    kafka: KafkaResource,
+    spark: SparkResource,
+) -> dg.Output[dict]:
+    kafka_settings = kafka.settings
+    check_broker_reachable(kafka_settings.bootstrap_servers)
+    require_connector_jars(project.paths.spark_jars_dir)
+    registry = project.registry
+    promotion = registry.require_promoted()
+    model = registry.load(promotion.version)
+    session = spark.session()
+    writer = ScoringBatchWriter(session, kafka_settings, project.stream_paths, model, promotion)
+    settings = StreamSettings(
+        trigger_interval=config.trigger_interval,
+        max_offsets_per_trigger=config.max_offsets_per_trigger,
+    )
+    context.log.info(
+        f"scoring with {promotion.version} at threshold {promotion.threshold} "
+        f"from {kafka_settings.bootstrap_servers} ({'bounded' if config.bounded else 'unbounded'})"
+    )
+    query = start_scoring_query(
+        session, kafka_settings, project.stream_paths, writer, settings, bounded=config.bounded
+    )
+    reported = 0
+    last_report = time.monotonic()
+
+    def report() -> None:
+        nonlocal reported, last_report
+        if writer.totals.batches > reported:
+            for event in _materializations(writer.totals, reported):
+                context.log_event(event)
+            reported = writer.totals.batches
+        last_report = time.monotonic()
+
+    def on_poll() -> None:
+        if time.monotonic() - last_report >= config.report_every_seconds:
+            report()
+
+    # Terminating the run raises DagsterExecutionInterruptedError here; await_query stops
+    # the query in its `finally`, at a micro-batch boundary, before the error propagates.
+    await_query(query, on_poll=on_poll)
+    report()
+    totals = writer.totals
+    return dg.Output(
+        {
+            "batches": totals.batches,
+            "scored": totals.scored,
+            "alerts": totals.alerts,
+            "invalid": totals.invalid,
+            "model_version": promotion.version,
+            "threshold": promotion.threshold,
+        }
+    )
+
+
+@dg.job(
+    tags={STREAM_TAG: "scoring"},
+    description="Kafka transactions -> scored -> alerts (Kafka fraud_alerts + Parquet) and "
+    "dead letters. Bounded or long-running (see the op config).",
+)
+def scoring_stream():
+    run_scoring_stream()

@@ -1,0 +1,37 @@
+"""Session fixtures: one real local Spark session and one real Kafka broker per test run."""
+
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from fraud_assets.core.paths import ProjectPaths
+from fraud_assets.core.settings import SparkSettings
+from fraud_assets.core.spark import get_spark
+from fraud_assets_tests.kafka_fixtures import (  # noqa: F401  (pytest fixtures)
+    kafka_broker,
+    kafka_settings,
+    unique_topics,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_paths() -> ProjectPaths:
+    return ProjectPaths.at(REPO_ROOT)
+
+
+@pytest.fixture(scope="session")
+def spark(repo_paths: ProjectPaths) -> SparkSession:
+    """Real local Spark (2 cores), with the Kafka connector, shared by every test."""
+    session = get_spark(
+        SparkSettings(
+            master="local[2]",
+            driver_memory="3g",
+            shuffle_partitions=2,
+            connector_jars_dir=repo_paths.spark_jars_dir,
+        )
+    )
+    yield session
+    session.stop()
