@@ -32,7 +32,7 @@ from fraud_assets.core.reconcile import (
     reconcile_alerts,
 )
 from fraud_assets.core.registry import write_json_atomic
-from fraud_assets.core.settings import KafkaSettings
+from fraud_assets.core.settings import KafkaSettings, Topics
 from fraud_assets.core.tables import read_table
 from fraud_assets.defs.resources import KafkaResource, ProjectResource, build_resources
 from fraud_assets.kafka.admin import ensure_topics, project_topics
@@ -67,6 +67,7 @@ class EndToEndOptions:
     broker_port: int = 0
     """Port of the embedded broker; 0 picks a free one."""
     progress: bool = True
+    topics: Topics = Topics()
     project_overrides: tuple[tuple[str, Any], ...] = ()
     """More ProjectResource fields (e.g. the fraud-rate band of a test subset)."""
 
@@ -122,7 +123,13 @@ def run_end_to_end(options: EndToEndOptions, instance: dg.DagsterInstance) -> di
             bootstrap_servers = cleanup.enter_context(
                 kafka_for(options, paths.kafka_dir, paths.kafka_jars_dir)
             )
-        kafka = KafkaResource(bootstrap_servers=bootstrap_servers)
+        kafka = KafkaResource(
+            bootstrap_servers=bootstrap_servers,
+            transactions_topic=options.topics.transactions,
+            alerts_topic=options.topics.alerts,
+            dead_letter_topic=options.topics.dead_letter,
+            kpis_topic=options.topics.kpis,
+        )
         ensure_topics(bootstrap_servers, project_topics(kafka.settings))
         resources = {**resources, "project": project, "kafka": kafka}
 

@@ -119,14 +119,46 @@ DEAD_LETTER_SCHEMA = T.StructType(
         T.StructField("source_partition", T.IntegerType(), False),
         T.StructField("source_offset", T.LongType(), False),
         T.StructField("kafka_timestamp", T.TimestampType(), True),
+        T.StructField("event_time", T.TimestampType(), True),
     ]
 )
 """A message that never reached the model: the original bytes (as UTF-8 text, invalid
-bytes replaced), why it was rejected, and where it came from."""
+bytes replaced), why it was rejected, where it came from, and its event time when that
+much could be read (it places the message in a KPI window)."""
 
 QUARANTINE_TABLE_SCHEMA = T.StructType(
     [*DEAD_LETTER_SCHEMA.fields, T.StructField("batch_id", T.LongType())]
 )
+
+
+SCORED_TABLE_SCHEMA = T.StructType(
+    [*SCORED_TRANSACTIONS_SCHEMA.fields, T.StructField("batch_id", T.LongType())]
+)
+"""The Parquet table of every scored transaction, partitioned by micro-batch: the single
+input of the KPI query and of live-quality audits (no second parse of Kafka)."""
+
+# --- Kafka topic `fraud_kpis` and the Parquet KPI table ------------------------------------
+
+KPI_SCHEMA = T.StructType(
+    [
+        T.StructField("window_start", T.TimestampType(), False),
+        T.StructField("window_end", T.TimestampType(), False),
+        T.StructField("n_txn", T.LongType(), False),
+        T.StructField("n_alert", T.LongType(), False),
+        T.StructField("n_fraud_true", T.LongType(), False),
+        T.StructField("tp", T.LongType(), False),
+        T.StructField("fp", T.LongType(), False),
+        T.StructField("fn", T.LongType(), False),
+        T.StructField("precision", T.DoubleType(), True),
+        T.StructField("recall", T.DoubleType(), True),
+        T.StructField("n_invalid", T.LongType(), False),
+    ]
+)
+"""One row per 1-minute event-time window: volume, alerts and their quality. ``precision``
+is null without alerts, ``recall`` null without labelled frauds; ``n_invalid`` counts
+rejected messages whose event time could be read."""
+
+KPI_TABLE_SCHEMA = T.StructType([*KPI_SCHEMA.fields, T.StructField("batch_id", T.LongType())])
 
 
 def field_names(schema: T.StructType) -> list[str]:

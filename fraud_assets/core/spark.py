@@ -54,10 +54,11 @@ def spark_conf(settings: SparkSettings) -> dict[str, str]:
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,
     }
-    if settings.connector_jars_dir is not None:
-        # A glob, so building the conf never touches the file system (Dagster builds it when
-        # the code location loads); require_connector_jars() checks before a query starts.
-        conf["spark.jars"] = str(settings.connector_jars_dir / "*.jar")
+    jars_dir = settings.connector_jars_dir
+    if jars_dir is not None and jars_dir.is_dir():
+        # Listed one by one: SparkContext does not expand globs in spark.jars. Batch work
+        # runs without them; require_connector_jars() fails fast before a Kafka query.
+        conf["spark.jars"] = ",".join(str(jar) for jar in sorted(jars_dir.glob("*.jar")))
     conf.update(dict(settings.extra_conf))
     return conf
 

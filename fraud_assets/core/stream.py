@@ -9,7 +9,9 @@ Its ``foreachBatch`` writer commits each micro-batch idempotently:
 2. the Kafka ``fraud_alerts`` records are produced from that committed folder, so a replay
    re-sends byte-identical records with the same key (at-least-once, de-duplicable);
 3. rejected messages go the same way to the quarantine table and ``transactions_dlq``;
-4. a small JSON batch log records the counts.
+4. every scored transaction is committed to the scored-transactions table, the input of
+   the KPI query (:mod:`fraud_assets.core.kpis`), so Kafka is parsed and scored once;
+5. a small JSON batch log records the counts.
 
 Spark's checkpoint (one per query, never deleted by code) makes a restart resume at the
 first uncommitted batch with the same offsets.
@@ -52,16 +54,22 @@ class StreamPaths:
     """Where the scoring query keeps its checkpoint and writes its tables."""
 
     checkpoint_dir: Path
+    kpi_checkpoint_dir: Path
     alerts_table: Path
+    scored_table: Path
     quarantine_table: Path
+    kpi_table: Path
     batch_log_dir: Path
 
     @classmethod
     def under(cls, tables_dir: Path, checkpoints_dir: Path) -> "StreamPaths":
         return cls(
             checkpoint_dir=checkpoints_dir / "scoring",
+            kpi_checkpoint_dir=checkpoints_dir / "kpis",
             alerts_table=tables_dir / "alerts",
+            scored_table=tables_dir / "scored_transactions",
             quarantine_table=tables_dir / "quarantine",
+            kpi_table=tables_dir / "kpis",
             batch_log_dir=tables_dir / "stream_batches",
         )
 
@@ -169,6 +177,8 @@ class ScoringBatchWriter:
                 F.count(F.lit(1)).alias("scored"), F.count_if("is_alert").alias("alerts")
             ).first()
             invalid = parsed.where(F.col("reason").isNotNull()).count()
+            # Every scored row, for the KPI query and live-quality audits (exactly once).
+            commit_batch_partition(scored, self.paths.scored_table, batch_id)
 
             alert_dir, replayed = commit_batch_partition(
                 alerts(scored, F.current_timestamp()), self.paths.alerts_table, batch_id
@@ -287,30 +297,45 @@ def guard_checkpoint(checkpoint_dir: Path, query_name: str, source_topic: str) -
         write_json_atomic(identity_path, identity)
 
 
+def await_queries(
+    queries: list[StreamingQuery],
+    stop_requested: Callable[[], bool] = lambda: False,
+    poll_seconds: float = 1.0,
+    on_poll: Callable[[], None] | None = None,
+) -> None:
+    """Wait until every query has ended (bounded mode), one fails, or ``stop_requested()``.
+
+    A failure stops the other queries and is re-raised. Every query is stopped on the way
+    out, also when the wait is interrupted (Ctrl-C, run termination).
+    """
+    try:
+        while any(q.isActive for q in queries):
+            if stop_requested():
+                log.info("stop requested: stopping %s", [q.name for q in queries])
+                break
+            if any(q.exception() is not None for q in queries):
+                break
+            next(q for q in queries if q.isActive).awaitTermination(poll_seconds)
+            if on_poll is not None:
+                on_poll()
+        for query in queries:
+            error = query.exception()
+            if error is not None:
+                raise RuntimeError(f"streaming query {query.name} failed: {error}") from None
+    finally:
+        for query in queries:
+            if query.isActive:
+                query.stop()
+
+
 def await_query(
     query: StreamingQuery,
     stop_requested: Callable[[], bool] = lambda: False,
     poll_seconds: float = 1.0,
     on_poll: Callable[[], None] | None = None,
 ) -> None:
-    """Wait for ``query`` to end (bounded mode) or for ``stop_requested()``; re-raise failures.
-
-    Always stops the query on the way out, also when interrupted.
-    """
-    try:
-        while query.isActive:
-            if stop_requested():
-                log.info("stop requested: stopping query %s", query.name)
-                break
-            query.awaitTermination(poll_seconds)
-            if on_poll is not None:
-                on_poll()
-        error = query.exception()
-        if error is not None:
-            raise RuntimeError(f"streaming query {query.name} failed: {error}") from None
-    finally:
-        if query.isActive:
-            query.stop()
+    """:func:`await_queries` for one query."""
+    await_queries([query], stop_requested, poll_seconds, on_poll)
 
 
 def clear_staging(table_dir: Path) -> None:

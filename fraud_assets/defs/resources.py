@@ -14,7 +14,7 @@ from pyspark.sql import SparkSession
 
 from fraud_assets.core.paths import ProjectPaths
 from fraud_assets.core.registry import ModelRegistry
-from fraud_assets.core.settings import KafkaSettings, SparkSettings
+from fraud_assets.core.settings import KafkaSettings, SparkSettings, Topics
 from fraud_assets.core.spark import spark_conf
 from fraud_assets.core.stream import StreamPaths
 from fraud_assets.setup.dataset import DATASET_SHA256
@@ -56,12 +56,22 @@ class KafkaResource(dg.ConfigurableResource):
 
     bootstrap_servers: str = "127.0.0.1:9092"
     transactions_partitions: int = 2
+    transactions_topic: str = Topics.transactions
+    alerts_topic: str = Topics.alerts
+    dead_letter_topic: str = Topics.dead_letter
+    kpis_topic: str = Topics.kpis
 
     @property
     def settings(self) -> KafkaSettings:
         return KafkaSettings(
             bootstrap_servers=self.bootstrap_servers,
             transactions_partitions=self.transactions_partitions,
+            topics=Topics(
+                transactions=self.transactions_topic,
+                alerts=self.alerts_topic,
+                dead_letter=self.dead_letter_topic,
+                kpis=self.kpis_topic,
+            ),
         )
 
 
@@ -102,6 +112,10 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
         "kafka": KafkaResource(
             bootstrap_servers=_env("FRAUD_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
             transactions_partitions=_env_int("FRAUD_KAFKA_TRANSACTIONS_PARTITIONS", 2),
+            transactions_topic=_env("FRAUD_TOPIC_TRANSACTIONS", Topics.transactions),
+            alerts_topic=_env("FRAUD_TOPIC_ALERTS", Topics.alerts),
+            dead_letter_topic=_env("FRAUD_TOPIC_DEAD_LETTER", Topics.dead_letter),
+            kpis_topic=_env("FRAUD_TOPIC_KPIS", Topics.kpis),
         ),
         "spark": SparkResource(
             master=_env("FRAUD_SPARK_MASTER", "local[*]"),

@@ -9,11 +9,13 @@ import time
 
 import dagster as dg
 
+from fraud_assets.core.kpis import KpiSettings, start_kpi_query
 from fraud_assets.core.spark import require_connector_jars
 from fraud_assets.core.stream import (
     ScoringBatchWriter,
     StreamSettings,
     StreamTotals,
+    await_queries,
     await_query,
     start_scoring_query,
 )
@@ -36,6 +38,18 @@ alerts_table = dg.AssetSpec(
     ),
 )
 
+kpi_table = dg.AssetSpec(
+    "kpis",
+    group_name="stream",
+    kinds={"spark", "parquet", "kafka"},
+    deps=[promoted_model],
+    description=(
+        "One row per 1-minute event-time window, emitted once the watermark passes it: "
+        "transactions, alerts, true frauds, TP/FP/FN, precision, recall, rejected messages "
+        "(also produced to Kafka fraud_kpis)."
+    ),
+)
+
 quarantine_table = dg.AssetSpec(
     "quarantine",
     group_name="stream",
@@ -55,6 +69,8 @@ class ScoringStreamConfig(dg.Config):
     max_offsets_per_trigger: int = 100_000
     report_every_seconds: float = 30.0
     """How often the op records materializations of the tables while it runs."""
+    watermark_delay: str = "2 minutes"
+    """How late (in event time) a transaction may arrive and still count in its KPI window."""
 
 
 def _materializations(totals: StreamTotals, since_batches: int) -> list[dg.AssetMaterialization]:
@@ -112,8 +128,10 @@ def run_scoring_stream(
         f"scoring with {promotion.version} at threshold {promotion.threshold} "
         f"from {kafka_settings.bootstrap_servers} ({'bounded' if config.bounded else 'unbounded'})"
     )
+    paths = project.stream_paths
+    kpi_settings = KpiSettings(watermark_delay=config.watermark_delay)
     query = start_scoring_query(
-        session, kafka_settings, project.stream_paths, writer, settings, bounded=config.bounded
+        session, kafka_settings, paths, writer, settings, bounded=config.bounded
     )
     reported = 0
     last_report = time.monotonic()
@@ -130,10 +148,26 @@ def run_scoring_stream(
         if time.monotonic() - last_report >= config.report_every_seconds:
             report()
 
-    # Terminating the run raises DagsterExecutionInterruptedError here; await_query stops
-    # the query in its `finally`, at a micro-batch boundary, before the error propagates.
-    await_query(query, on_poll=on_poll)
+    # Terminating the run raises DagsterExecutionInterruptedError here; await_queries stops
+    # the queries in its `finally`, at a micro-batch boundary, before the error propagates.
+    if config.bounded:
+        # Drain the backlog, then close every KPI window the final watermark allows.
+        await_query(query, on_poll=on_poll)
+        kpi_query, kpi_writer = start_kpi_query(
+            session, kafka_settings, paths, kpi_settings, bounded=True
+        )
+        await_query(kpi_query)
+    else:
+        kpi_query, kpi_writer = start_kpi_query(
+            session, kafka_settings, paths, kpi_settings, bounded=False
+        )
+        await_queries([query, kpi_query], on_poll=on_poll)
     report()
+    context.log_event(
+        dg.AssetMaterialization(
+            asset_key=kpi_table.key, metadata={"windows_emitted": kpi_writer.windows}
+        )
+    )
     totals = writer.totals
     return dg.Output(
         {
@@ -143,6 +177,7 @@ def run_scoring_stream(
             "invalid": totals.invalid,
             "model_version": promotion.version,
             "threshold": promotion.threshold,
+            "kpi_windows": kpi_writer.windows,
         }
     )
 

@@ -1,0 +1,152 @@
+"""Per-minute event-time KPIs: volume, alerts, and how good the alerts are.
+
+One function, :func:`window_kpis`, computes them in batch (tests, audits, backfills) and
+in the KPI streaming query, which reads the scored-transactions and quarantine tables that
+the scoring query commits (so Kafka is parsed once) and emits each window once its
+watermark has passed.
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from fraud_assets.core.contracts import (
+    KPI_SCHEMA,
+    QUARANTINE_TABLE_SCHEMA,
+    SCORED_TABLE_SCHEMA,
+    field_names,
+)
+from fraud_assets.core.settings import KafkaSettings
+from fraud_assets.core.stream import (
+    StreamPaths,
+    commit_batch_partition,
+    guard_checkpoint,
+    write_kafka,
+)
+
+log = logging.getLogger(__name__)
+
+WINDOW = "1 minute"
+
+
+@dataclass(frozen=True)
+class KpiSettings:
+    """The KPI query's watermark: how late (in event time) a transaction may arrive."""
+
+    watermark_delay: str = "2 minutes"
+    trigger_interval: str = "10 seconds"
+    query_name: str = "fraud_kpis"
+
+
+def kpi_events(scored: DataFrame, letters: DataFrame) -> DataFrame:
+    """One row per message with an event time: is it valid, an alert, a (labelled) fraud."""
+    is_fraud = F.coalesce(F.col("Class") == 1, F.lit(False))
+    valid = scored.select(
+        "event_time",
+        F.lit(1).alias("valid"),
+        F.col("is_alert").cast("int").alias("alert"),
+        is_fraud.cast("int").alias("fraud"),
+    )
+    invalid = letters.where(F.col("event_time").isNotNull()).select(
+        "event_time", F.lit(0).alias("valid"), F.lit(0).alias("alert"), F.lit(0).alias("fraud")
+    )
+    return valid.unionByName(invalid)
+
+
+def _ratio(numerator: Column, denominator: Column) -> Column:
+    return F.when(denominator > 0, numerator / denominator)
+
+
+def window_kpis(events: DataFrame) -> DataFrame:
+    """Aggregate :func:`kpi_events` rows into 1-minute tumbling windows (:data:`KPI_SCHEMA`)."""
+    alert, fraud, valid = F.col("alert"), F.col("fraud"), F.col("valid")
+    counts = events.groupBy(F.window("event_time", WINDOW).alias("window")).agg(
+        F.sum(valid).cast("long").alias("n_txn"),
+        F.sum(alert).cast("long").alias("n_alert"),
+        F.sum(fraud).cast("long").alias("n_fraud_true"),
+        F.sum(alert * fraud).cast("long").alias("tp"),
+        F.sum(alert * (1 - fraud)).cast("long").alias("fp"),
+        F.sum((1 - alert) * fraud).cast("long").alias("fn"),
+        F.sum(1 - valid).cast("long").alias("n_invalid"),
+    )
+    return counts.select(
+        F.col("window.start").alias("window_start"),
+        F.col("window.end").alias("window_end"),
+        "n_txn",
+        "n_alert",
+        "n_fraud_true",
+        "tp",
+        "fp",
+        "fn",
+        _ratio(F.col("tp"), F.col("n_alert")).alias("precision"),
+        _ratio(F.col("tp"), F.col("n_fraud_true")).alias("recall"),
+        "n_invalid",
+    ).select(*field_names(KPI_SCHEMA))
+
+
+def batch_kpis(spark: SparkSession, paths: StreamPaths) -> DataFrame:
+    """KPIs of everything the scoring query committed, computed in batch."""
+    scored = spark.read.schema(SCORED_TABLE_SCHEMA).parquet(str(paths.scored_table))
+    letters = spark.read.schema(QUARANTINE_TABLE_SCHEMA).parquet(str(paths.quarantine_table))
+    return window_kpis(kpi_events(scored, letters))
+
+
+def kpi_kafka_records(kpis: DataFrame) -> DataFrame:
+    """KPI rows as Kafka records keyed by the window start."""
+    return kpis.select(
+        F.date_format("window_start", "yyyy-MM-dd'T'HH:mm:ssXXX").alias("key"),
+        F.to_json(F.struct(*field_names(KPI_SCHEMA))).alias("value"),
+    )
+
+
+class KpiBatchWriter:
+    """Commits each micro-batch of closed windows to Parquet once, then to Kafka."""
+
+    def __init__(self, spark: SparkSession, kafka: KafkaSettings, paths: StreamPaths):
+        self.spark = spark
+        self.kafka = kafka
+        self.paths = paths
+        self.windows = 0
+
+    def __call__(self, kpis: DataFrame, batch_id: int) -> None:
+        folder, _ = commit_batch_partition(kpis, self.paths.kpi_table, batch_id)
+        committed = self.spark.read.schema(KPI_SCHEMA).parquet(str(folder))
+        n = committed.count()
+        if n:
+            write_kafka(kpi_kafka_records(committed), self.kafka, self.kafka.topics.kpis)
+        self.windows += n
+        log.info("KPI batch %d: %d closed windows", batch_id, n)
+
+
+def start_kpi_query(
+    spark: SparkSession,
+    kafka: KafkaSettings,
+    paths: StreamPaths,
+    settings: KpiSettings,
+    bounded: bool,
+) -> tuple[StreamingQuery, KpiBatchWriter]:
+    """Start the KPI query over the committed scored and quarantine tables."""
+    guard_checkpoint(paths.kpi_checkpoint_dir, settings.query_name, str(paths.scored_table))
+    for table in (paths.scored_table, paths.quarantine_table):
+        Path(table).mkdir(parents=True, exist_ok=True)
+    scored = spark.readStream.schema(SCORED_TABLE_SCHEMA).parquet(str(paths.scored_table))
+    letters = spark.readStream.schema(QUARANTINE_TABLE_SCHEMA).parquet(str(paths.quarantine_table))
+    events = kpi_events(scored, letters).withWatermark("event_time", settings.watermark_delay)
+    writer = KpiBatchWriter(spark, kafka, paths)
+    stream = (
+        window_kpis(events)
+        .writeStream.queryName(settings.query_name)
+        .outputMode("append")
+        .option("checkpointLocation", str(paths.kpi_checkpoint_dir))
+        .foreachBatch(writer)
+    )
+    stream = (
+        stream.trigger(availableNow=True)
+        if bounded
+        else stream.trigger(processingTime=settings.trigger_interval)
+    )
+    return stream.start(), writer

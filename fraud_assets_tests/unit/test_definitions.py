@@ -1,0 +1,81 @@
+"""The code location loads, with exactly the objects we expect (guards every refactor)."""
+
+import os
+import subprocess
+import sys
+
+import dagster as dg
+
+from fraud_assets.definitions import defs
+from fraud_assets_tests.conftest import REPO_ROOT
+
+EXPECTED_ASSETS = {
+    "raw_transactions",
+    "audited_transactions",
+    "fraud_model",
+    "model_selection",
+    "promoted_model",
+    "alerts",
+    "quarantine",
+}
+EXPECTED_CHECKS = {
+    ("audited_transactions", "audited_has_no_duplicates"),
+    ("audited_transactions", "audited_has_no_missing_values"),
+    ("audited_transactions", "audited_fraud_rate_in_band"),
+    ("model_selection", "model_quality_gate"),
+}
+
+
+def load() -> dg.Definitions:
+    return dg.Definitions.merge(defs())
+
+
+def test_asset_keys_jobs_and_checks():
+    definitions = load()
+    graph = definitions.resolve_asset_graph()
+    assert {key.to_user_string() for key in graph.get_all_asset_keys()} == EXPECTED_ASSETS
+    checks = {
+        (key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys
+    }
+    assert checks == EXPECTED_CHECKS
+    jobs = {job.name for job in definitions.resolve_all_job_defs()}
+    assert {"train_and_promote", "scoring_stream"} <= jobs
+
+
+def test_quality_checks_are_blocking():
+    definitions = load()
+    for checks_def in definitions.asset_checks:
+        for spec in checks_def.check_specs:
+            assert spec.blocking, spec.key
+
+
+def test_flow_dependencies():
+    graph = load().resolve_asset_graph()
+
+    def parents(name: str) -> set[str]:
+        return {k.to_user_string() for k in graph.get(dg.AssetKey(name)).parent_keys}
+
+    assert parents("audited_transactions") == {"raw_transactions"}
+    assert parents("fraud_model") == {"audited_transactions"}
+    assert parents("model_selection") == {"fraud_model"}
+    assert parents("promoted_model") == {"model_selection"}
+    assert parents("alerts") == {"promoted_model"}
+
+
+def test_stream_job_is_tagged_for_the_concurrency_limit():
+    job = load().resolve_job_def("scoring_stream")
+    assert job.tags.get("fraud_assets/stream") == "scoring"
+
+
+def test_dagster_cli_validates_the_workspace(tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "fraud_assets" in result.stdout + result.stderr
