@@ -23,13 +23,16 @@ from typing import Any
 
 import dagster as dg
 
-from fraud_assets.core.contracts import AUDITED_TRANSACTIONS_SCHEMA
+from fraud_assets.core.contracts import AUDITED_TRANSACTIONS_SCHEMA, KPI_SCHEMA
+from fraud_assets.core.kpis import KpiSettings, batch_kpis, committed_events
 from fraud_assets.core.reconcile import (
     batch_log_totals,
     expected_alert_ids,
     kafka_alert_ids,
+    max_event_time,
     parquet_alert_ids,
     reconcile_alerts,
+    reconcile_kpis,
 )
 from fraud_assets.core.registry import write_json_atomic
 from fraud_assets.core.settings import KafkaSettings, Topics
@@ -170,7 +173,9 @@ def run_end_to_end(options: EndToEndOptions, instance: dg.DagsterInstance) -> di
     summary["wall_seconds"] = round(time.monotonic() - started, 2)
     summary["state_dir"] = str(options.state_dir)
     summary["success"] = bool(
-        summary["exact"] and summary["transactions_scored"] == summary["transactions_produced"]
+        summary["exact"]
+        and summary["kpis_exact"]
+        and summary["transactions_scored"] == summary["transactions_produced"]
     )
     return summary
 
@@ -193,6 +198,12 @@ def reconcile_run(
         parquet_alert_ids(session, stream_paths.alerts_table),
         kafka_alert_ids([r.value for r in records], [r.key for r in records]),
     )
+    kpis = reconcile_kpis(
+        session.read.schema(KPI_SCHEMA).parquet(str(stream_paths.kpi_table)),
+        batch_kpis(session, stream_paths),
+        max_event_time(committed_events(session, stream_paths)),
+        KpiSettings().watermark_delay,
+    )
     totals = batch_log_totals(stream_paths.batch_log_dir)
     true_frauds = [r[0] for r in audited.where("Class = 1").select("transaction_id").collect()]
     return {
@@ -200,6 +211,7 @@ def reconcile_run(
         "transactions_rejected": totals.get("invalid", 0),
         "micro_batches": totals.get("batches", 0),
         **result.as_dict(),
+        **kpis.as_dict(),
         "model_version": promotion.version,
         "threshold": promotion.threshold,
         "threshold_policy": promotion.policy,
@@ -227,6 +239,12 @@ def _print_summary(summary: dict[str, Any], path: Path) -> None:
     print(
         f"  missing {summary['missing_alerts']}  unexpected {summary['unexpected_alerts']}  "
         f"parquet duplicates {summary['duplicate_alerts_parquet']}"
+    )
+    print(
+        f"  KPI windows {summary['kpi_windows_streamed']:,} streamed = "
+        f"{summary['kpi_windows_closed']:,} closed in batch "
+        f"({summary['kpi_windows_open']} still open), mismatched "
+        f"{summary['kpi_windows_mismatched']}, missing {summary['kpi_windows_missing']}"
     )
     stages = "  ".join(f"{k} {v:.1f}s" for k, v in summary["stage_seconds"].items())
     print(f"  wall {summary['wall_seconds']:.1f}s: {stages}")

@@ -88,11 +88,16 @@ def window_kpis(events: DataFrame) -> DataFrame:
     ).select(*field_names(KPI_SCHEMA))
 
 
-def batch_kpis(spark: SparkSession, paths: StreamPaths) -> DataFrame:
-    """KPIs of everything the scoring query committed, computed in batch."""
+def committed_events(spark: SparkSession, paths: StreamPaths) -> DataFrame:
+    """:func:`kpi_events` of everything the scoring query committed (batch read)."""
     scored = spark.read.schema(SCORED_TABLE_SCHEMA).parquet(str(paths.scored_table))
     letters = spark.read.schema(QUARANTINE_TABLE_SCHEMA).parquet(str(paths.quarantine_table))
-    return window_kpis(kpi_events(scored, letters))
+    return kpi_events(scored, letters)
+
+
+def batch_kpis(spark: SparkSession, paths: StreamPaths) -> DataFrame:
+    """KPIs of everything the scoring query committed, computed in batch."""
+    return window_kpis(committed_events(spark, paths))
 
 
 def kpi_kafka_records(kpis: DataFrame) -> DataFrame:

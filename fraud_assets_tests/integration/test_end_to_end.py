@@ -67,3 +67,13 @@ def test_stream_alerts_equal_batch_alerts_on_real_transactions(
         assert payload["fraud_prob"] >= payload["threshold"] == summary["threshold"]
         assert payload["is_alert"] is True and payload["prediction"] == 1
     assert read_topic(kafka_broker.bootstrap_servers, topics.dead_letter) == []
+    # KPIs: every window the final watermark closed was streamed once, equal to batch.
+    assert summary["kpi_windows_closed"] > 0
+    assert summary["kpi_windows_streamed"] == summary["kpi_windows_closed"]
+    assert summary["kpi_windows_missing"] == 0
+    assert summary["kpi_windows_mismatched"] == 0, summary["mismatched_windows"]
+    assert summary["kpi_windows_duplicated"] == 0
+    assert summary["kpis_exact"] is True
+    kpi_records = read_topic(kafka_broker.bootstrap_servers, topics.kpis)
+    assert len(kpi_records) == summary["kpi_windows_streamed"]
+    assert sum(json.loads(r.value)["n_txn"] for r in kpi_records) == summary["kpi_txn_streamed"]

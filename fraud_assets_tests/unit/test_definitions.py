@@ -17,12 +17,16 @@ EXPECTED_ASSETS = {
     "promoted_model",
     "alerts",
     "quarantine",
+    "alert_digest",
+    "alerts_audit",
 }
 EXPECTED_CHECKS = {
     ("audited_transactions", "audited_has_no_duplicates"),
     ("audited_transactions", "audited_has_no_missing_values"),
     ("audited_transactions", "audited_fraud_rate_in_band"),
     ("model_selection", "model_quality_gate"),
+    ("alerts_audit", "alerts_reached_kafka"),
+    ("alerts_audit", "kafka_alerts_in_parquet"),
 }
 
 
@@ -40,6 +44,25 @@ def test_asset_keys_jobs_and_checks():
     assert checks == EXPECTED_CHECKS
     jobs = {job.name for job in definitions.resolve_all_job_defs()}
     assert {"train_and_promote", "scoring_stream"} <= jobs
+
+
+def test_sensors_and_schedules_supervise_and_audit_the_stream():
+    definitions = load()
+    names = {sensor.name for sensor in definitions.sensors}
+    assert names == {"stream_supervisor", "alert_digest_sensor"}
+    sensors = {name: definitions.resolve_sensor_def(name) for name in names}
+    running = dg.DefaultSensorStatus.RUNNING
+    assert all(sensor.default_status == running for sensor in sensors.values())
+    assert sensors["stream_supervisor"].job_name == "scoring_stream"
+    assert sensors["stream_supervisor"].minimum_interval_seconds == 30
+    assert sensors["alert_digest_sensor"].asset_key == dg.AssetKey("alerts")
+    [schedule] = [definitions.resolve_schedule_def(s.name) for s in definitions.schedules]
+    assert schedule.name == "hourly_alerts_audit"
+    assert schedule.cron_schedule == "0 * * * *"
+    assert schedule.job_name == "audit_alerts"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    jobs = {job.name for job in definitions.resolve_all_job_defs()}
+    assert {"audit_alerts", "refresh_alert_digest"} <= jobs
 
 
 def test_quality_checks_are_blocking():

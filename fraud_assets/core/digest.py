@@ -1,0 +1,188 @@
+"""What the alerts say so far: a digest for people, and an audit of the two alert sinks.
+
+The digest reads the Parquet alerts table (exactly-once per micro-batch). The audit
+compares its distinct transaction ids with those in the Kafka ``fraud_alerts`` topic
+(at-least-once). A batch is committed to Parquet first and produced to Kafka second, and
+its batch log is written last: ids of a Parquet partition without a batch log may still be
+on their way to Kafka, so the audit counts them as in flight rather than missing while the
+partition is recent.
+"""
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from fraud_assets.core.contracts import ALERTS_TABLE_SCHEMA
+
+DIGEST_COLUMNS: tuple[str, ...] = (
+    "transaction_id",
+    "event_time",
+    "Amount",
+    "Class",
+    "fraud_prob",
+    "model_version",
+    "scored_at",
+    "batch_id",
+)
+"""The alert columns shown in the digest tables."""
+
+_BATCH_DIR = re.compile(r"^batch_id=(\d+)$")
+
+
+@dataclass(frozen=True)
+class AlertDigest:
+    """The alerts table summarised: counts, precision so far and two short tables."""
+
+    alerts: int
+    """Alert rows in the table."""
+    distinct_transactions: int
+    labelled: int
+    """Alerts whose transaction carries a label (``Class`` not null)."""
+    true_frauds: int
+    """Labelled alerts with ``Class == 1``."""
+    precision_so_far: float | None
+    """``true_frauds / labelled``; None while no alert is labelled."""
+    latest_scored_at: str | None
+    by_model_version: dict[str, int]
+    latest: pd.DataFrame
+    """The most recently scored alerts, newest first."""
+    largest: pd.DataFrame
+    """The alerts with the largest amounts, largest first."""
+
+
+def read_alerts(spark: SparkSession, alerts_table: Path) -> DataFrame | None:
+    """The Parquet alerts table with its contract schema, or None before the first batch."""
+    if not alerts_table.exists() or not any(_batch_dirs(alerts_table)):
+        return None
+    return spark.read.schema(ALERTS_TABLE_SCHEMA).parquet(str(alerts_table))
+
+
+def alert_digest(spark: SparkSession, alerts_table: Path, top: int = 10) -> AlertDigest:
+    """Summarise the alerts table (an empty digest when it does not exist yet)."""
+    table = read_alerts(spark, alerts_table)
+    if table is None:
+        empty = pd.DataFrame(columns=list(DIGEST_COLUMNS))
+        return AlertDigest(0, 0, 0, 0, None, None, {}, empty, empty)
+    totals = table.agg(
+        F.count(F.lit(1)).alias("alerts"),
+        F.count_distinct("transaction_id").alias("distinct_transactions"),
+        F.count("Class").alias("labelled"),
+        F.count_if(F.col("Class") == 1).alias("true_frauds"),
+        F.max("scored_at").alias("latest_scored_at"),
+    ).first()
+    by_version = {
+        row["model_version"]: int(row["count"])
+        for row in table.groupBy("model_version").count().collect()
+    }
+    shown = table.select(*DIGEST_COLUMNS)
+    latest = shown.orderBy(F.desc("scored_at"), F.desc("transaction_id")).limit(top).toPandas()
+    largest = (
+        shown.orderBy(F.desc_nulls_last("Amount"), F.asc("transaction_id")).limit(top).toPandas()
+    )
+    labelled = int(totals["labelled"])
+    true_frauds = int(totals["true_frauds"])
+    latest_scored_at = totals["latest_scored_at"]
+    return AlertDigest(
+        alerts=int(totals["alerts"]),
+        distinct_transactions=int(totals["distinct_transactions"]),
+        labelled=labelled,
+        true_frauds=true_frauds,
+        precision_so_far=true_frauds / labelled if labelled else None,
+        latest_scored_at=latest_scored_at.isoformat() if latest_scored_at else None,
+        by_model_version=by_version,
+        latest=latest,
+        largest=largest,
+    )
+
+
+def _batch_dirs(table: Path) -> list[tuple[int, Path]]:
+    if not table.is_dir():
+        return []
+    found = []
+    for child in table.iterdir():
+        match = _BATCH_DIR.match(child.name)
+        if match and child.is_dir():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def in_flight_batches(
+    alerts_table: Path, batch_log_dir: Path, grace_seconds: float, now: float | None = None
+) -> list[int]:
+    """Committed alert partitions that may not have reached Kafka yet.
+
+    A partition is in flight when its batch log does not exist yet and it was committed
+    less than ``grace_seconds`` ago; an older one without a log is a batch whose Kafka
+    write never finished (the stream stopped and was not restarted), so it is not excused.
+    """
+    now = time.time() if now is None else now
+    return [
+        batch_id
+        for batch_id, folder in _batch_dirs(alerts_table)
+        if not (batch_log_dir / f"batch-{batch_id:012d}.json").is_file()
+        and now - folder.stat().st_mtime < grace_seconds
+    ]
+
+
+def alert_ids_in_batches(spark: SparkSession, alerts_table: Path, batch_ids: list[int]) -> set[str]:
+    """Distinct ``transaction_id`` values of the given alert partitions."""
+    table = read_alerts(spark, alerts_table)
+    if table is None or not batch_ids:
+        return set()
+    rows = table.where(F.col("batch_id").isin(batch_ids)).select("transaction_id").distinct()
+    return {row[0] for row in rows.collect()}
+
+
+@dataclass(frozen=True)
+class SinkAudit:
+    """The Parquet alerts table against the Kafka ``fraud_alerts`` topic, as id sets."""
+
+    parquet_rows: int
+    parquet_distinct: int
+    kafka_records: int
+    kafka_distinct: int
+    malformed_kafka_records: int
+    """Records that are not contract alerts keyed by their ``transaction_id``."""
+    missing_from_kafka: list[str]
+    """Ids in Parquet, absent from Kafka and not in flight (a lost Kafka write)."""
+    in_flight: list[str]
+    """Ids in Parquet, absent from Kafka, in a batch that may still be producing."""
+    kafka_only: list[str]
+    """Ids in Kafka, absent from Parquet (older runs, or a table moved aside)."""
+
+    @property
+    def kafka_complete(self) -> bool:
+        """Every committed alert reached Kafka, and Kafka holds only contract alerts."""
+        return not self.missing_from_kafka and not self.malformed_kafka_records
+
+    @property
+    def parquet_complete(self) -> bool:
+        """Every alert in Kafka is also in the Parquet table."""
+        return not self.kafka_only
+
+
+def audit_alert_sinks(
+    parquet_ids: list[str],
+    kafka_ids: list[str],
+    in_flight_ids: set[str] | None = None,
+    malformed_kafka_records: int = 0,
+) -> SinkAudit:
+    """Compare the two sinks' distinct ids; ``in_flight_ids`` excuses Parquet-only ids."""
+    parquet, kafka = set(parquet_ids), set(kafka_ids)
+    parquet_only = parquet - kafka
+    in_flight = parquet_only & (in_flight_ids or set())
+    return SinkAudit(
+        parquet_rows=len(parquet_ids),
+        parquet_distinct=len(parquet),
+        kafka_records=len(kafka_ids),
+        kafka_distinct=len(kafka),
+        malformed_kafka_records=malformed_kafka_records,
+        missing_from_kafka=sorted(parquet_only - in_flight),
+        in_flight=sorted(in_flight),
+        kafka_only=sorted(kafka - parquet),
+    )

@@ -1,0 +1,133 @@
+"""Supervise: keep one scoring stream alive, and digest new alerts as they arrive.
+
+The sensors only decide, launch and terminate; a tick never runs the stream (ticks time out
+after 60 s). The decision logic lives in ``fraud_assets.core.supervision``.
+"""
+
+import time
+
+import dagster as dg
+
+from fraud_assets.core.supervision import (
+    Action,
+    BackoffPolicy,
+    RunInfo,
+    RunPhase,
+    SupervisorState,
+    decide,
+)
+from fraud_assets.defs.audits import alert_digest, alert_digest_job
+from fraud_assets.defs.resources import ProjectResource
+from fraud_assets.defs.stream import STREAM_TAG, alerts_table, scoring_stream
+
+MODEL_VERSION_TAG = "fraud_assets/model_version"
+"""Run tag: the model version a supervised stream run was launched with."""
+
+RECENT_RUNS = 25
+"""Runs of the stream job the supervisor looks at (newest first)."""
+
+BACKOFF = BackoffPolicy(initial_seconds=30.0, max_seconds=600.0, healthy_after_seconds=600.0)
+
+UNBOUNDED_RUN_CONFIG = {"ops": {"run_scoring_stream": {"config": {"bounded": False}}}}
+
+_PHASES = {
+    dg.DagsterRunStatus.QUEUED: RunPhase.PENDING,
+    dg.DagsterRunStatus.NOT_STARTED: RunPhase.PENDING,
+    dg.DagsterRunStatus.MANAGED: RunPhase.PENDING,
+    dg.DagsterRunStatus.STARTING: RunPhase.PENDING,
+    dg.DagsterRunStatus.STARTED: RunPhase.RUNNING,
+    dg.DagsterRunStatus.CANCELING: RunPhase.STOPPING,
+    dg.DagsterRunStatus.FAILURE: RunPhase.FAILED,
+    dg.DagsterRunStatus.SUCCESS: RunPhase.SUCCEEDED,
+    dg.DagsterRunStatus.CANCELED: RunPhase.CANCELED,
+}
+
+
+def stream_runs(instance: dg.DagsterInstance, limit: int = RECENT_RUNS) -> list[RunInfo]:
+    """The newest runs of the stream job, as the supervisor's decision logic sees them."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(job_name=scoring_stream.name), limit=limit
+    )
+    runs = []
+    for record in records:
+        run = record.dagster_run
+        # A suspended run holds no worker: for the stream that is as good as stopped.
+        phase = _PHASES.get(run.status, RunPhase.CANCELED)
+        runs.append(
+            RunInfo(
+                run_id=run.run_id,
+                phase=phase,
+                model_version=run.tags.get(MODEL_VERSION_TAG),
+                started_at=record.start_time,
+                ended_at=record.end_time,
+            )
+        )
+    return runs
+
+
+def terminate_run(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """Ask Dagster to stop a run (dequeue it, or terminate its process); True when sent."""
+    run = instance.get_run_by_id(run_id)
+    if run is None or run.is_finished:
+        return False
+    # The run coordinator cancels a queued run itself and hands a started one to the run
+    # launcher, which marks it CANCELING and interrupts the op (the query stops in `finally`).
+    return bool(instance.run_coordinator.cancel_run(run_id))
+
+
+@dg.sensor(
+    job=scoring_stream,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Keeps exactly one scoring stream alive while a model is promoted: launches "
+    "it, relaunches it after a failure (backoff 30 s .. 10 min), and restarts it on the same "
+    "checkpoints when a new model version is promoted.",
+)
+def stream_supervisor(context: dg.SensorEvaluationContext, project: ProjectResource):
+    promotion = project.registry.promoted()
+    state = SupervisorState.from_json(context.cursor)
+    decision = decide(
+        promotion.version if promotion else None,
+        stream_runs(context.instance),
+        now=time.time(),
+        state=state,
+        policy=BACKOFF,
+    )
+    context.update_cursor(decision.state.to_json())
+    if decision.action is Action.LAUNCH:
+        context.log.info(decision.reason)
+        return dg.RunRequest(
+            # Unique per launch, so a tick replayed after a daemon restart launches nothing twice.
+            run_key=f"{decision.model_version}/{decision.state.launches}",
+            run_config=UNBOUNDED_RUN_CONFIG,
+            tags={STREAM_TAG: "scoring", MODEL_VERSION_TAG: decision.model_version},
+        )
+    if decision.action is Action.TERMINATE_AND_RELAUNCH:
+        not_sent = [
+            run_id
+            for run_id in decision.terminate_run_ids
+            if not terminate_run(context.instance, run_id)
+        ]
+        suffix = (
+            f" (termination not accepted for {', '.join(not_sent)}; the next tick looks again)"
+            if not_sent
+            else ""
+        )
+        context.log.info(decision.reason + suffix)
+        return dg.SkipReason(decision.reason + suffix)
+    return dg.SkipReason(decision.reason)
+
+
+@dg.asset_sensor(
+    asset_key=alerts_table.key,
+    job=alert_digest_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Refreshes alert_digest after new alerts are recorded (at most one run per "
+    "tick, however many alert materializations arrived meanwhile).",
+)
+def alert_digest_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
+    return dg.RunRequest(
+        run_key=f"alerts@{asset_event.run_id}:{asset_event.timestamp}",
+        asset_selection=[alert_digest.key],
+    )
