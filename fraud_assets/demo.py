@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from pyspark.sql import SparkSession
 
 from fraud_assets.core.contracts import AUDITED_TRANSACTIONS_SCHEMA, KPI_SCHEMA
 from fraud_assets.core.kpis import KpiSettings, batch_kpis, committed_events
@@ -36,12 +37,14 @@ from fraud_assets.core.reconcile import (
 )
 from fraud_assets.core.registry import write_json_atomic
 from fraud_assets.core.settings import KafkaSettings, Topics
+from fraud_assets.core.spark import SparkSetupError, require_connector_jars
 from fraud_assets.core.tables import read_table
 from fraud_assets.defs.resources import KafkaResource, ProjectResource, build_resources
 from fraud_assets.kafka.admin import ensure_topics, project_topics
-from fraud_assets.kafka.broker import BrokerSettings, EmbeddedKafka, free_port
+from fraud_assets.kafka.broker import BrokerSettings, BrokerStartError, EmbeddedKafka, free_port
 from fraud_assets.kafka.io import read_topic
 from fraud_assets.kafka.producer import replay
+from fraud_assets.setup.dataset import DatasetError, verify_dataset
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,9 @@ class EndToEndOptions:
     """Port of the embedded broker; 0 picks a free one."""
     progress: bool = True
     topics: Topics = Topics()
+    stop_spark_at_end: bool = False
+    """Stop the process's Spark session before the broker, so Spark's cached Kafka
+    producers do not retry a stopped broker (the CLI; tests share one session)."""
     project_overrides: tuple[tuple[str, Any], ...] = ()
     """More ProjectResource fields (e.g. the fraud-rate band of a test subset)."""
 
@@ -91,6 +97,12 @@ def kafka_for(options: EndToEndOptions, paths_kafka_dir: Path, jars_dir: Path) -
     )
     with EmbeddedKafka(settings) as broker:
         yield broker.bootstrap_servers
+
+
+def _stop_active_spark() -> None:
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        session.stop()
 
 
 def _timed(timings: dict[str, float], stage: str):
@@ -118,6 +130,9 @@ def run_end_to_end(options: EndToEndOptions, instance: dg.DagsterInstance) -> di
         **dict(options.project_overrides),
     )
     paths = project.paths
+    # Fail in seconds, before any broker or Spark starts, on what the operator must fix.
+    verify_dataset(paths.dataset_csv, expected_sha256=project.dataset_sha256 or None)
+    require_connector_jars(paths.spark_jars_dir)
     definitions = load_definitions()
     assets = [*definitions.assets, *definitions.asset_checks]
 
@@ -126,6 +141,8 @@ def run_end_to_end(options: EndToEndOptions, instance: dg.DagsterInstance) -> di
             bootstrap_servers = cleanup.enter_context(
                 kafka_for(options, paths.kafka_dir, paths.kafka_jars_dir)
             )
+        if options.stop_spark_at_end:
+            cleanup.callback(_stop_active_spark)
         kafka = KafkaResource(
             bootstrap_servers=bootstrap_servers,
             transactions_topic=options.topics.transactions,
@@ -257,7 +274,6 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     """CLI handler: the full-dataset demo with its own broker."""
     from fraud_assets.cli import OperatorError
-    from fraud_assets.setup.dataset import DatasetError
 
     # `kill PID` must clean up like Ctrl-C: stop the stream and the broker we started.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
@@ -265,12 +281,16 @@ def run_demo(args: argparse.Namespace) -> int:
     demo_dir = home / "var" / "demo"
     state_dir = demo_dir / f"run-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     options = EndToEndOptions(
-        home=home, state_dir=state_dir, broker_port=args.port, progress=not args.no_progress
+        home=home,
+        state_dir=state_dir,
+        broker_port=args.port,
+        progress=not args.no_progress,
+        stop_spark_at_end=True,
     )
     instance = dg.DagsterInstance.get() if args.dagster_home else dg.DagsterInstance.ephemeral()
     try:
         summary = run_end_to_end(options, instance)
-    except DatasetError as error:
+    except (DatasetError, SparkSetupError, BrokerStartError) as error:
         raise OperatorError(str(error)) from error
     path = demo_dir / "summary.json"
     write_json_atomic(path, summary)

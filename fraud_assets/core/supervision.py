@@ -80,8 +80,6 @@ class SupervisorState:
     """Unix seconds before which no new run is launched."""
     last_failed_run_id: str | None = None
     """The newest failed run already counted in ``failures``."""
-    launches: int = 0
-    """Runs launched so far: makes each launch's run key unique and replay-safe."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -97,7 +95,6 @@ class SupervisorState:
                 failures=int(values.get("failures", 0)),
                 next_launch_at=float(values.get("next_launch_at", 0.0)),
                 last_failed_run_id=values.get("last_failed_run_id"),
-                launches=int(values.get("launches", 0)),
             )
         except (ValueError, TypeError, AttributeError):
             return cls()
@@ -207,7 +204,6 @@ def decide(
             model_version=promoted_version,
             until=state.next_launch_at,
         )
-    state = replace(state, launches=state.launches + 1)
     return Decision(
         Action.LAUNCH,
         f"no stream run is alive: launching one with model {promoted_version}",

@@ -86,9 +86,10 @@ def terminate_run(instance: dg.DagsterInstance, run_id: str) -> bool:
 def stream_supervisor(context: dg.SensorEvaluationContext, project: ProjectResource):
     promotion = project.registry.promoted()
     state = SupervisorState.from_json(context.cursor)
+    runs = stream_runs(context.instance)
     decision = decide(
         promotion.version if promotion else None,
-        stream_runs(context.instance),
+        runs,
         now=time.time(),
         state=state,
         policy=BACKOFF,
@@ -97,8 +98,9 @@ def stream_supervisor(context: dg.SensorEvaluationContext, project: ProjectResou
     if decision.action is Action.LAUNCH:
         context.log.info(decision.reason)
         return dg.RunRequest(
-            # Unique per launch, so a tick replayed after a daemon restart launches nothing twice.
-            run_key=f"{decision.model_version}/{decision.state.launches}",
+            # "The launch that follows the newest run": a tick replayed after a daemon restart
+            # (same runs, same key) launches nothing twice, and the key survives a cursor reset.
+            run_key=f"{decision.model_version}/after/{runs[0].run_id if runs else 'none'}",
             run_config=UNBOUNDED_RUN_CONFIG,
             tags={STREAM_TAG: "scoring", MODEL_VERSION_TAG: decision.model_version},
         )

@@ -17,6 +17,7 @@ EXPECTED_ASSETS = {
     "promoted_model",
     "alerts",
     "quarantine",
+    "kpis",
     "alert_digest",
     "alerts_audit",
 }
@@ -38,9 +39,7 @@ def test_asset_keys_jobs_and_checks():
     definitions = load()
     graph = definitions.resolve_asset_graph()
     assert {key.to_user_string() for key in graph.get_all_asset_keys()} == EXPECTED_ASSETS
-    checks = {
-        (key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys
-    }
+    checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
     assert checks == EXPECTED_CHECKS
     jobs = {job.name for job in definitions.resolve_all_job_defs()}
     assert {"train_and_promote", "scoring_stream"} <= jobs
