@@ -5,12 +5,14 @@ reproduces exactly. Rows are plain dicts keyed by contract column names; the ``*
 builders turn them into Spark DataFrames with the contract schemas.
 """
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
@@ -22,6 +24,7 @@ from fraud_assets.core.contracts import (
     SOURCE_COLUMNS,
     field_names,
 )
+from fraud_assets.core.train import TrainingConfig, fit
 
 KAFKA_RECORD_SCHEMA = T.StructType(
     [
@@ -114,6 +117,17 @@ def audited_df(spark: SparkSession, rows: Sequence[Mapping[str, Any]]) -> DataFr
     return spark.createDataFrame(
         [tuple(row[name] for name in names) for row in rows], AUDITED_TRANSACTIONS_SCHEMA
     )
+
+
+@functools.cache
+def separable_model(spark: SparkSession) -> PipelineModel:
+    """The scoring pipeline fitted on ``separable_transactions(200)``, once per session.
+
+    Regularised so that probabilities are graded, strictly inside (0, 1). Cached because a
+    fit costs seconds and several test modules only need *a* real model.
+    """
+    training = audited_df(spark, separable_transactions(200))
+    return fit(training, TrainingConfig(max_iter=50, reg_param=0.05))
 
 
 # --- Kafka records --------------------------------------------------------------------------

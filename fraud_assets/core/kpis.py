@@ -20,6 +20,7 @@ from fraud_assets.core.contracts import (
     SCORED_TABLE_SCHEMA,
     field_names,
 )
+from fraud_assets.core.scoring import JSON_KEEP_NULLS
 from fraud_assets.core.settings import KafkaSettings
 from fraud_assets.core.stream import (
     StreamPaths,
@@ -104,7 +105,7 @@ def kpi_kafka_records(kpis: DataFrame) -> DataFrame:
     """KPI rows as Kafka records keyed by the window start."""
     return kpis.select(
         F.date_format("window_start", "yyyy-MM-dd'T'HH:mm:ssXXX").alias("key"),
-        F.to_json(F.struct(*field_names(KPI_SCHEMA))).alias("value"),
+        F.to_json(F.struct(*field_names(KPI_SCHEMA)), JSON_KEEP_NULLS).alias("value"),
     )
 
 

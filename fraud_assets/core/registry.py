@@ -70,7 +70,9 @@ class ModelRegistry:
         family = self.models_dir / MODEL_FAMILY
         if not family.is_dir():
             return []
-        return sorted(p.name for p in family.iterdir() if (p / "metadata.json").is_file())
+        names = [p.name for p in family.iterdir() if (p / "metadata.json").is_file()]
+        # "<algorithm>-<UTC stamp>": order by the stamp, across algorithms.
+        return sorted(names, key=lambda name: (name.partition("-")[2], name))
 
     def save(self, version: str, model: PipelineModel, metadata: dict[str, Any]) -> Path:
         """Save a new version; refuses to overwrite an existing one."""

@@ -27,6 +27,9 @@ from fraud_assets.core.train import with_fraud_prob
 MAX_MESSAGE_BYTES = 16 * 1024
 """A transaction message is about 700 bytes; anything far larger is rejected unparsed."""
 
+JSON_KEEP_NULLS = {"ignoreNullFields": "false"}
+"""Every contract field is present in produced JSON, null or not (``Class`` is often null)."""
+
 CORRUPT_RECORD = "_corrupt_record"
 _PARSE_SCHEMA = T.StructType(
     [*TRANSACTION_MESSAGE_SCHEMA.fields, T.StructField(CORRUPT_RECORD, T.StringType(), True)]
@@ -154,12 +157,13 @@ def alert_kafka_records(alert_rows: DataFrame) -> DataFrame:
     """Alerts as Kafka records: key ``transaction_id``, value the JSON alert."""
     return alert_rows.select(
         F.col("transaction_id").alias("key"),
-        F.to_json(F.struct(*field_names(ALERT_SCHEMA))).alias("value"),
+        F.to_json(F.struct(*field_names(ALERT_SCHEMA)), JSON_KEEP_NULLS).alias("value"),
     )
 
 
 def dead_letter_kafka_records(letters: DataFrame) -> DataFrame:
     """Dead letters as Kafka records: the original key, value JSON with reason and source."""
     return letters.select(
-        F.col("key"), F.to_json(F.struct(*field_names(DEAD_LETTER_SCHEMA))).alias("value")
+        F.col("key"),
+        F.to_json(F.struct(*field_names(DEAD_LETTER_SCHEMA)), JSON_KEEP_NULLS).alias("value"),
     )

@@ -38,7 +38,13 @@ def time_ordered_split(df: DataFrame, holdout_fraction: float) -> tuple[DataFram
     """
     if not 0.0 < holdout_fraction < 1.0:
         raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
-    n_train = int(df.count() * (1.0 - holdout_fraction))
+    n_rows = df.count()
+    n_train = round(n_rows * (1.0 - holdout_fraction))
+    if not 0 < n_train < n_rows:
+        raise ValueError(
+            f"a {holdout_fraction:g} holdout of {n_rows} rows leaves {n_train} rows to train "
+            "and the rest to hold out: both need at least one row"
+        )
     cutoff = df.select("row_index").orderBy("row_index").limit(n_train).agg(F.max("row_index"))
     cutoff_index = cutoff.first()[0]
     return df.where(F.col("row_index") <= cutoff_index), df.where(F.col("row_index") > cutoff_index)

