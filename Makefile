@@ -29,7 +29,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYSPARK_PYTHON := $(CURDIR)/$(VENV)/bin/python
 
 .PHONY: help setup venv dagster-home demo test test-unit lint dev \
-	kafka-start kafka-stop kafka-status compose-config
+	kafka-start kafka-stop kafka-status compose-config setup-ui
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) \
@@ -74,7 +74,7 @@ dagster-home:
 demo: setup ## run the pipeline end to end (starts and stops its own Kafka broker)
 	$(FRAUD_ASSETS) --home "$(CURDIR)" demo
 
-test: setup ## unit + integration tests (the tests start their own broker)
+test: setup setup-ui ## unit + integration tests (the tests start their own broker)
 	$(VENV_PY) -m pytest
 
 test-unit: setup ## unit tests only (no broker)
@@ -83,6 +83,28 @@ test-unit: setup ## unit tests only (no broker)
 lint: venv ## ruff check + ruff format --check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# The UI test renders the Dagster UI in headless Chromium (fraud_assets_tests/integration/test_ui.py).
+CHROMIUM := /usr/bin/chromium
+
+setup-ui: ## headless Chromium for the UI test (Debian package; needs root or sudo)
+	@if [ -x "$(CHROMIUM)" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then as_root=""; \
+	elif command -v sudo > /dev/null 2>&1; then as_root="sudo"; \
+	else \
+		echo "error: $(CHROMIUM) is missing and installing it needs root: run" \
+			"'apt-get install chromium' as root (or install sudo)" >&2; \
+		exit 1; \
+	fi; \
+	if ! command -v apt-get > /dev/null 2>&1; then \
+		echo "error: $(CHROMIUM) is missing and this system has no apt-get:" \
+			"install Chromium with your package manager so that $(CHROMIUM) exists" >&2; \
+		exit 1; \
+	fi; \
+	echo "Installing chromium (apt-get) for the UI test"; \
+	$$as_root apt-get update -qq; \
+	DEBIAN_FRONTEND=noninteractive $$as_root apt-get install -y -qq chromium > /dev/null; \
+	"$(CHROMIUM)" --version
 
 dev: setup ## Dagster UI on http://127.0.0.1:3000
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

@@ -4,12 +4,12 @@ import json
 
 import dagster as dg
 
-from fraud_assets.core import digest
+from fraud_assets.core import digest, quality
 from fraud_assets.core.reconcile import kafka_alert_ids, parquet_alert_ids
 from fraud_assets.core.registry import write_json_atomic
 from fraud_assets.defs.metadata import table
 from fraud_assets.defs.resources import KafkaResource, ProjectResource, SparkResource
-from fraud_assets.defs.stream import alerts_table
+from fraud_assets.defs.stream import alerts_table, kpi_table
 from fraud_assets.kafka.io import read_topic
 
 DIGEST_TOP = 10
@@ -178,8 +178,9 @@ def alerts_audit(project: ProjectResource, spark: SparkResource, kafka: KafkaRes
 
 alerts_audit_job = dg.define_asset_job(
     "audit_alerts",
-    selection=[alerts_audit],
-    description="Reconcile Kafka fraud_alerts with the Parquet alerts table (and its checks).",
+    selection=dg.AssetSelection.assets("alerts_audit", "live_quality"),
+    description="Reconcile Kafka fraud_alerts with the Parquet alerts table, measure live "
+    "quality and KPI freshness (and run their checks).",
 )
 
 alerts_audit_schedule = dg.ScheduleDefinition(
@@ -187,5 +188,95 @@ alerts_audit_schedule = dg.ScheduleDefinition(
     job=alerts_audit_job,
     cron_schedule="0 * * * *",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every hour: reconcile the two alert sinks.",
+    description="Every hour: reconcile the two alert sinks, check KPI freshness and live quality.",
 )
+
+
+KPI_MAX_EVENT_LAG_SECONDS = 2 * 60.0
+"""Two 1-minute windows behind the newest closable window: the KPI query is falling behind."""
+
+KPI_MAX_COMMIT_LAG_SECONDS = 15 * 60.0
+QUALITY_TOLERANCE = 0.15
+"""How far live precision/recall may fall below the offline holdout figures."""
+
+
+@dg.asset(
+    group_name="audits",
+    kinds={"spark", "json"},
+    deps=[alerts_table, kpi_table],
+    description=(
+        "Live precision and recall of the stream's alerts on labelled transactions, against "
+        "the promoted model's offline holdout figures, and how far the KPI table lags."
+    ),
+)
+def live_quality(project: ProjectResource, spark: SparkResource) -> dg.MaterializeResult:
+    measured = quality.live_quality(spark.session(), project.stream_paths)
+    summary_path = project.paths.models_dir / "model_selection_summary.json"
+    offline = json.loads(summary_path.read_text())["recommended"] if summary_path.is_file() else {}
+    report = {"live": measured.as_dict(), "offline": offline}
+    write_json_atomic(project.table("live_quality.json"), report)
+    return dg.MaterializeResult(
+        metadata={
+            "live_precision": measured.precision,
+            "live_recall": measured.recall,
+            "offline_precision": offline.get("precision"),
+            "offline_recall": offline.get("recall"),
+            "labelled_transactions": measured.labelled,
+            "kpi_event_lag_seconds": measured.kpi_event_lag_seconds,
+            "kpi_commit_lag_seconds": measured.kpi_commit_lag_seconds,
+            "report": dg.MetadataValue.json(report),
+        }
+    )
+
+
+def _live_report(project: ProjectResource) -> dict:
+    return json.loads(project.table("live_quality.json").read_text())
+
+
+@dg.asset_check(
+    asset=live_quality,
+    description="The KPI table keeps up: its newest window is at most two windows behind the "
+    "newest window the watermark can close, and committed within 15 minutes of the newest "
+    "scored batch.",
+)
+def kpis_are_fresh(project: ProjectResource) -> dg.AssetCheckResult:
+    live = _live_report(project)["live"]
+    event_lag, commit_lag = live["kpi_event_lag_seconds"], live["kpi_commit_lag_seconds"]
+    passed = (
+        event_lag is not None
+        and event_lag <= KPI_MAX_EVENT_LAG_SECONDS
+        and commit_lag is not None
+        and commit_lag <= KPI_MAX_COMMIT_LAG_SECONDS
+    )
+    return dg.AssetCheckResult(
+        passed=passed,
+        metadata={
+            "kpi_event_lag_seconds": event_lag,
+            "kpi_commit_lag_seconds": commit_lag,
+            "newest_event_time": live["newest_event_time"],
+            "newest_kpi_window_end": live["newest_kpi_window_end"],
+        },
+    )
+
+
+@dg.asset_check(
+    asset=live_quality,
+    description=f"Live precision and recall are no more than {QUALITY_TOLERANCE} below the "
+    "promoted model's offline holdout figures.",
+)
+def live_quality_matches_offline(project: ProjectResource) -> dg.AssetCheckResult:
+    report = _live_report(project)
+    live, offline = report["live"], report["offline"]
+    gaps = {
+        name: (offline.get(name) or 0.0) - (live[name] if live[name] is not None else 0.0)
+        for name in ("precision", "recall")
+    }
+    passed = bool(offline) and all(gap <= QUALITY_TOLERANCE for gap in gaps.values())
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            **{f"{k}_shortfall": round(v, 4) for k, v in gaps.items()},
+            "labelled": live["labelled"],
+        },
+    )

@@ -5,11 +5,13 @@ asset function, so they are declared as asset specs; the op records their
 materializations while it runs.
 """
 
+import json
 import time
 
 import dagster as dg
 
 from fraud_assets.core.kpis import KpiSettings, start_kpi_query
+from fraud_assets.core.settings import KafkaSettings
 from fraud_assets.core.spark import require_connector_jars
 from fraud_assets.core.stream import (
     ScoringBatchWriter,
@@ -22,6 +24,7 @@ from fraud_assets.core.stream import (
 from fraud_assets.defs.resources import KafkaResource, ProjectResource, SparkResource
 from fraud_assets.defs.selection import promoted_model
 from fraud_assets.kafka.admin import check_broker_reachable
+from fraud_assets.kafka.io import end_offsets
 
 STREAM_TAG = "fraud_assets/stream"
 """Run tag limited to one concurrent run in dagster.yaml: at most one scoring stream."""
@@ -73,14 +76,18 @@ class ScoringStreamConfig(dg.Config):
     """How late (in event time) a transaction may arrive and still count in its KPI window."""
 
 
-def _materializations(totals: StreamTotals, since_batches: int) -> list[dg.AssetMaterialization]:
+def _materializations(
+    totals: StreamTotals, since_batches: int, progress: dict | None
+) -> list[dg.AssetMaterialization]:
     new = totals.history[since_batches:]
     last = totals.last_batch
     common = {
         "batches_total": totals.batches,
         "last_batch_id": last.batch_id if last else -1,
+        "last_batch_duration_ms": last.duration_ms if last else 0,
         "model_version": last.model_version if last else "",
         "threshold": last.threshold if last else 0.0,
+        **stream_rates(progress),
     }
     return [
         dg.AssetMaterialization(
@@ -102,6 +109,30 @@ def _materializations(totals: StreamTotals, since_batches: int) -> list[dg.Asset
             },
         ),
     ]
+
+
+def stream_rates(progress: dict | None) -> dict[str, float]:
+    """Spark's own throughput figures of the last micro-batch (empty before the first)."""
+    if not progress:
+        return {}
+    return {
+        "input_rows_per_second": round(float(progress.get("inputRowsPerSecond") or 0.0), 1),
+        "processed_rows_per_second": round(float(progress.get("processedRowsPerSecond") or 0.0), 1),
+        "trigger_duration_ms": int(progress.get("durationMs", {}).get("triggerExecution", 0)),
+    }
+
+
+def kafka_lag(progress: dict | None, kafka: KafkaSettings) -> dict[str, int] | None:
+    """Messages in ``transactions`` not yet read by the query, per partition."""
+    if not progress or not progress.get("sources"):
+        return None
+    consumed = progress["sources"][0].get("endOffset") or {}
+    if isinstance(consumed, str):
+        consumed = json.loads(consumed)
+    topic = kafka.topics.transactions
+    latest = end_offsets(kafka.bootstrap_servers, topic, timeout_s=10.0)
+    read = consumed.get(topic, {})
+    return {str(p): max(0, end - int(read.get(str(p), 0))) for p, end in sorted(latest.items())}
 
 
 @dg.op(description="Run the scoring query until stopped (or, bounded, until the backlog is done).")
@@ -138,10 +169,23 @@ def run_scoring_stream(
 
     def report() -> None:
         nonlocal reported, last_report
+        progress = query.lastProgress
         if writer.totals.batches > reported:
-            for event in _materializations(writer.totals, reported):
+            for event in _materializations(writer.totals, reported, progress):
                 context.log_event(event)
             reported = writer.totals.batches
+        try:
+            lag = kafka_lag(progress, kafka_settings)
+        except Exception as error:  # observability must never stop the stream
+            context.log.warning(f"could not read Kafka lag: {error}")
+            lag = None
+        if lag is not None:
+            context.log_event(
+                dg.AssetObservation(
+                    asset_key=alerts_table.key,
+                    metadata={"kafka_lag": sum(lag.values()), "kafka_lag_by_partition": lag},
+                )
+            )
         last_report = time.monotonic()
 
     def on_poll() -> None:

@@ -28,6 +28,7 @@ def test_stream_alerts_equal_batch_alerts_on_real_transactions(
         kpis=f"fraud_kpis-{suffix}",
     )
 
+    instance = dg.DagsterInstance.ephemeral()
     summary = run_end_to_end(
         EndToEndOptions(
             home=REPO_ROOT,
@@ -40,7 +41,7 @@ def test_stream_alerts_equal_batch_alerts_on_real_transactions(
             # Every fraud of the dataset in a few thousand rows: ~14% frauds.
             project_overrides=(("fraud_rate_max", 0.5),),
         ),
-        dg.DagsterInstance.ephemeral(),
+        instance,
     )
 
     # Expectations computed here, independently of the pipeline's own counting.
@@ -77,3 +78,35 @@ def test_stream_alerts_equal_batch_alerts_on_real_transactions(
     kpi_records = read_topic(kafka_broker.bootstrap_servers, topics.kpis)
     assert len(kpi_records) == summary["kpi_windows_streamed"]
     assert sum(json.loads(r.value)["n_txn"] for r in kpi_records) == summary["kpi_txn_streamed"]
+
+    # The stream reported itself to Dagster while it ran: progress and the Kafka lag (0 at
+    # the end of a bounded run).
+    materialization = instance.fetch_materializations(dg.AssetKey("alerts"), limit=1).records[0]
+    progress = materialization.asset_materialization.metadata
+    assert progress["scored_total"].value == summary["transactions_scored"]
+    assert progress["alerts_total"].value == summary["alerts_expected"]
+    assert progress["processed_rows_per_second"].value > 0
+    observation = instance.fetch_observations(dg.AssetKey("alerts"), limit=1).records[0]
+    assert observation.asset_observation.metadata["kafka_lag"].value == 0
+
+    # The hourly audit's live-quality asset agrees with the alerts and finds the KPIs fresh.
+    from fraud_assets.defs.audits import kpis_are_fresh, live_quality, live_quality_matches_offline
+    from fraud_assets.defs.resources import ProjectResource, build_resources
+
+    result = dg.materialize(
+        [live_quality, kpis_are_fresh, live_quality_matches_offline],
+        resources={
+            **build_resources(),
+            "project": ProjectResource(home=str(REPO_ROOT), state_dir=str(tmp_path / "state")),
+        },
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"kpis_are_fresh": True, "live_quality_matches_offline": True}
+    metadata = result.asset_materializations_for_node("live_quality")[0].metadata
+    labelled_alerts = [p for p in payloads if p["Class"] is not None]
+    true_alerts = sum(p["Class"] == 1 for p in labelled_alerts)
+    assert metadata["live_precision"].value == pytest.approx(true_alerts / len(labelled_alerts))
+    assert metadata["live_recall"].value == pytest.approx(
+        summary["true_frauds_alerted"] / summary["true_frauds"]
+    )
