@@ -26,6 +26,7 @@ from fraud_assets.core.stream import (
     StreamPaths,
     commit_batch_partition,
     guard_checkpoint,
+    start_with_trigger,
     write_kafka,
 )
 
@@ -150,9 +151,4 @@ def start_kpi_query(
         .option("checkpointLocation", str(paths.kpi_checkpoint_dir))
         .foreachBatch(writer)
     )
-    stream = (
-        stream.trigger(availableNow=True)
-        if bounded
-        else stream.trigger(processingTime=settings.trigger_interval)
-    )
-    return stream.start(), writer
+    return start_with_trigger(stream, bounded, settings.trigger_interval), writer

@@ -31,7 +31,7 @@ from pathlib import Path
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
 from fraud_assets.core.contracts import ALERT_SCHEMA, DEAD_LETTER_SCHEMA
 from fraud_assets.core.registry import Promotion, write_json_atomic
@@ -261,12 +261,19 @@ def start_scoring_query(
         .option("checkpointLocation", str(paths.checkpoint_dir))
         .foreachBatch(writer)
     )
-    stream = (
-        stream.trigger(availableNow=True)
-        if bounded
-        else stream.trigger(processingTime=settings.trigger_interval)
-    )
-    return stream.start()
+    return start_with_trigger(stream, bounded, settings.trigger_interval)
+
+
+def start_with_trigger(
+    stream: DataStreamWriter, bounded: bool, trigger_interval: str
+) -> StreamingQuery:
+    """Start ``stream``, bounded (drain what is available, then stop) or not.
+
+    Unbounded, it runs a micro-batch every ``trigger_interval`` until stopped.
+    """
+    if bounded:
+        return stream.trigger(availableNow=True).start()
+    return stream.trigger(processingTime=trigger_interval).start()
 
 
 class CheckpointMismatchError(RuntimeError):
