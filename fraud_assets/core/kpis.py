@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
@@ -108,6 +109,28 @@ def kpi_kafka_records(kpis: DataFrame) -> DataFrame:
         F.date_format("window_start", "yyyy-MM-dd'T'HH:mm:ssXXX").alias("key"),
         F.to_json(F.struct(*field_names(KPI_SCHEMA)), JSON_KEEP_NULLS).alias("value"),
     )
+
+
+def kpi_overview(
+    spark: SparkSession, kpi_table: Path, newest: int = 10
+) -> tuple[dict[str, object], pd.DataFrame]:
+    """Totals over every emitted window (with overall precision/recall) and the newest rows."""
+    kpis = spark.read.schema(KPI_SCHEMA).parquet(str(kpi_table))
+    counts = ("n_txn", "n_alert", "n_fraud_true", "tp", "fp", "fn", "n_invalid")
+    row = kpis.agg(
+        *[F.sum(c).alias(c) for c in counts],
+        F.count(F.lit(1)).alias("windows"),
+        F.max("window_end").alias("newest_window_end"),
+    ).first()
+    totals = {c: int(row[c] or 0) for c in counts}
+    overview: dict[str, object] = {
+        "windows_total": int(row["windows"]),
+        "newest_window_end": str(row["newest_window_end"]),
+        **totals,
+        "precision": totals["tp"] / totals["n_alert"] if totals["n_alert"] else None,
+        "recall": totals["tp"] / totals["n_fraud_true"] if totals["n_fraud_true"] else None,
+    }
+    return overview, kpis.orderBy(F.col("window_start").desc()).limit(newest).toPandas()
 
 
 class KpiBatchWriter:

@@ -9,18 +9,21 @@ import json
 import time
 
 import dagster as dg
+from pyspark.sql import SparkSession
 
-from fraud_assets.core.kpis import KpiSettings, start_kpi_query
+from fraud_assets.core.kpis import KpiBatchWriter, KpiSettings, kpi_overview, start_kpi_query
 from fraud_assets.core.settings import KafkaSettings
 from fraud_assets.core.spark import require_connector_jars
 from fraud_assets.core.stream import (
     ScoringBatchWriter,
+    StreamPaths,
     StreamSettings,
     StreamTotals,
     await_queries,
     await_query,
     start_scoring_query,
 )
+from fraud_assets.defs.metadata import table
 from fraud_assets.defs.resources import KafkaResource, ProjectResource, SparkResource
 from fraud_assets.defs.selection import promoted_model
 from fraud_assets.kafka.admin import check_broker_reachable
@@ -135,6 +138,21 @@ def kafka_lag(progress: dict | None, kafka: KafkaSettings) -> dict[str, int] | N
     return {str(p): max(0, end - int(read.get(str(p), 0))) for p, end in sorted(latest.items())}
 
 
+def _kpi_materialization(
+    session: SparkSession, paths: StreamPaths, windows_this_run: int
+) -> dg.AssetMaterialization:
+    """The KPI table at a glance: totals, overall precision/recall, the newest windows."""
+    overview, newest = kpi_overview(session, paths.kpi_table)
+    return dg.AssetMaterialization(
+        asset_key=kpi_table.key,
+        metadata={
+            "windows_emitted_this_run": windows_this_run,
+            **overview,
+            "newest_windows": table(newest.round(4)),
+        },
+    )
+
+
 @dg.op(description="Run the scoring query until stopped (or, bounded, until the backlog is done).")
 def run_scoring_stream(
     context: dg.OpExecutionContext,
@@ -166,9 +184,11 @@ def run_scoring_stream(
     )
     reported = 0
     last_report = time.monotonic()
+    kpi_writer: KpiBatchWriter | None = None
+    kpi_windows_reported = 0
 
     def report() -> None:
-        nonlocal reported, last_report
+        nonlocal reported, last_report, kpi_windows_reported
         progress = query.lastProgress
         if writer.totals.batches > reported:
             for event in _materializations(writer.totals, reported, progress):
@@ -186,6 +206,9 @@ def run_scoring_stream(
                     metadata={"kafka_lag": sum(lag.values()), "kafka_lag_by_partition": lag},
                 )
             )
+        if kpi_writer is not None and kpi_writer.windows > kpi_windows_reported:
+            context.log_event(_kpi_materialization(session, paths, kpi_writer.windows))
+            kpi_windows_reported = kpi_writer.windows
         last_report = time.monotonic()
 
     def on_poll() -> None:
@@ -202,16 +225,15 @@ def run_scoring_stream(
         )
         await_query(kpi_query)
     else:
-        kpi_query, kpi_writer = start_kpi_query(
-            session, kafka_settings, paths, kpi_settings, bounded=False
-        )
+        try:
+            kpi_query, kpi_writer = start_kpi_query(
+                session, kafka_settings, paths, kpi_settings, bounded=False
+            )
+        except BaseException:
+            query.stop()  # never leave the scoring query running without its op
+            raise
         await_queries([query, kpi_query], on_poll=on_poll)
     report()
-    context.log_event(
-        dg.AssetMaterialization(
-            asset_key=kpi_table.key, metadata={"windows_emitted": kpi_writer.windows}
-        )
-    )
     totals = writer.totals
     return dg.Output(
         {
@@ -221,7 +243,7 @@ def run_scoring_stream(
             "invalid": totals.invalid,
             "model_version": promotion.version,
             "threshold": promotion.threshold,
-            "kpi_windows": kpi_writer.windows,
+            "kpi_windows": kpi_writer.windows if kpi_writer else 0,
         }
     )
 

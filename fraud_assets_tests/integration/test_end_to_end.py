@@ -110,3 +110,8 @@ def test_stream_alerts_equal_batch_alerts_on_real_transactions(
     assert metadata["live_recall"].value == pytest.approx(
         summary["true_frauds_alerted"] / summary["true_frauds"]
     )
+
+    kpi_view = instance.fetch_materializations(dg.AssetKey("kpis"), limit=1).records[0]
+    kpi_meta = kpi_view.asset_materialization.metadata
+    assert kpi_meta["windows_total"].value == summary["kpi_windows_streamed"]
+    assert kpi_meta["n_txn"].value == summary["kpi_txn_streamed"]
