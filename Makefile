@@ -57,12 +57,13 @@ $(VENV_PY):
 	echo "Creating $(VENV) with $$py"; \
 	"$$py" -m venv $(VENV)
 
-# Re-installs only when pyproject.toml is newer than the stamp.
-$(INSTALL_STAMP): pyproject.toml | $(VENV_PY)
+# Re-installs only when pyproject.toml or constraints.txt is newer than the stamp.
+# constraints.txt pins every transitive package to the versions the tests ran with.
+$(INSTALL_STAMP): pyproject.toml constraints.txt | $(VENV_PY)
 	@$(VENV_PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { \
 		echo "error: $(VENV) is not Python 3.11: delete it and run make setup again" >&2; \
 		exit 1; }
-	$(VENV_PY) -m pip install --disable-pip-version-check --no-input -e '.[dev]'
+	$(VENV_PY) -m pip install --disable-pip-version-check --no-input -c constraints.txt -e '.[dev]'
 	@touch $@
 
 # DAGSTER_HOME must exist; its dagster.yaml follows the repository's copy.
