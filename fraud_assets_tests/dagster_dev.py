@@ -262,7 +262,7 @@ def running_dagster_dev(
     handle = DagsterDev(
         url=url, port=port, pid=process.pid, log_path=log_path, dagster_home=dagster_home
     )
-    failed = False
+    failure: BaseException | None = None
     try:
 
         def answers() -> bool:
@@ -280,18 +280,20 @@ def running_dagster_dev(
             details=handle.log_tail,
         )
         yield handle
-    except BaseException:
-        failed = True
+    except BaseException as error:
+        failure = error
         raise
     finally:
         leftovers = _stop(process, handle, stop_grace_s)
-        if leftovers and not failed:
-            raise DagsterDevError(
+        if leftovers:
+            report = (
                 f"processes of {dagster_home} did not exit within {stop_grace_s:.0f} s of "
                 "SIGTERM to dagster dev's process group (killed with SIGKILL):\n"
                 + "\n".join(f"  {pid}: {cmd}" for pid, cmd in leftovers.items())
-                + f"\nlog tail:\n{handle.log_tail(40)}"
             )
+            if failure is None:
+                raise DagsterDevError(f"{report}\nlog tail:\n{handle.log_tail(40)}")
+            failure.add_note(report)  # the test already fails: say this too, don't mask it
 
 
 def _stop(process: subprocess.Popen, handle: DagsterDev, grace_s: float) -> dict[int, str]:

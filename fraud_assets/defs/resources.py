@@ -6,6 +6,8 @@ documented default otherwise. Assets and ops receive these resources as typed pa
 """
 
 import os
+import signal
+import threading
 from pathlib import Path
 
 import dagster as dg
@@ -93,7 +95,15 @@ class SparkResource(dg.ConfigurableResource):
         )
 
     def session(self) -> SparkSession:
-        return LazyPySparkResource(spark_config=spark_conf(self.settings)).spark_session
+        # Creating the SparkContext replaces the SIGINT handler with PySpark's (cancel all
+        # jobs, raise KeyboardInterrupt). In a run, the handler in place is Dagster's: keep
+        # it, so terminating the run raises DagsterExecutionInterruptedError in the op (which
+        # stops its queries) instead of a KeyboardInterrupt chained to a failed py4j call.
+        previous = signal.getsignal(signal.SIGINT)
+        session = LazyPySparkResource(spark_config=spark_conf(self.settings)).spark_session
+        if previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, previous)
+        return session
 
 
 def _env(name: str, default: str) -> str | dg.EnvVar:

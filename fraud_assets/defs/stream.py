@@ -166,8 +166,10 @@ def run_scoring_stream(
     require_connector_jars(project.paths.spark_jars_dir)
     registry = project.registry
     promotion = registry.require_promoted()
-    model = registry.load(promotion.version)
+    # The session first: loading a PipelineModel needs an active Spark session, and a run
+    # launched by the daemon starts in a fresh process that has none yet.
     session = spark.session()
+    model = registry.load(promotion.version)
     writer = ScoringBatchWriter(session, kafka_settings, project.stream_paths, model, promotion)
     settings = StreamSettings(
         trigger_interval=config.trigger_interval,
