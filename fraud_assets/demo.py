@@ -105,16 +105,13 @@ def _stop_active_spark() -> None:
         session.stop()
 
 
-def _timed(timings: dict[str, float], stage: str):
-    @contextmanager
-    def timer() -> Iterator[None]:
-        started = time.monotonic()
-        try:
-            yield
-        finally:
-            timings[stage] = round(time.monotonic() - started, 2)
-
-    return timer()
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        timings[stage] = round(time.monotonic() - started, 2)
 
 
 def run_end_to_end(options: EndToEndOptions, instance: dg.DagsterInstance) -> dict[str, Any]:

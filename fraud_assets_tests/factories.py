@@ -59,12 +59,17 @@ def source_row(row_index: int, **overrides: Any) -> dict[str, Any]:
     return row
 
 
+def frame(
+    spark: SparkSession, rows: Sequence[Mapping[str, Any]], schema: T.StructType
+) -> DataFrame:
+    """``rows`` (dicts) as a DataFrame with ``schema``, in the given order."""
+    names = field_names(schema)
+    return spark.createDataFrame([tuple(row[name] for name in names) for row in rows], schema)
+
+
 def raw_transactions_df(spark: SparkSession, rows: Sequence[Mapping[str, Any]]) -> DataFrame:
     """``rows`` as a DataFrame with :data:`RAW_TRANSACTIONS_SCHEMA`, in the given order."""
-    names = field_names(RAW_TRANSACTIONS_SCHEMA)
-    return spark.createDataFrame(
-        [tuple(row[name] for name in names) for row in rows], RAW_TRANSACTIONS_SCHEMA
-    )
+    return frame(spark, rows, RAW_TRANSACTIONS_SCHEMA)
 
 
 def write_source_csv(path: Path, rows: Sequence[Mapping[str, Any]], time_text: Mapping[int, str]):
@@ -113,10 +118,7 @@ def separable_transactions(count: int = 200, fraud_every: int = 10) -> list[dict
 
 def audited_df(spark: SparkSession, rows: Sequence[Mapping[str, Any]]) -> DataFrame:
     """``rows`` as a DataFrame with :data:`AUDITED_TRANSACTIONS_SCHEMA`."""
-    names = field_names(AUDITED_TRANSACTIONS_SCHEMA)
-    return spark.createDataFrame(
-        [tuple(row[name] for name in names) for row in rows], AUDITED_TRANSACTIONS_SCHEMA
-    )
+    return frame(spark, rows, AUDITED_TRANSACTIONS_SCHEMA)
 
 
 @functools.cache

@@ -29,6 +29,15 @@ September 2013"; a fixed base keeps event times (and so KPI windows) determinist
 
 EVENT_TIME_BASE_EPOCH_SECONDS = int(EVENT_TIME_BASE.timestamp())
 
+
+def partitioned_by_batch(schema: T.StructType) -> T.StructType:
+    """``schema`` plus ``batch_id``: a table partitioned by the micro-batch that wrote it.
+
+    The folders are ``batch_id=N`` (see ``fraud_assets.core.stream.commit_batch_partition``).
+    """
+    return T.StructType([*schema.fields, T.StructField("batch_id", T.LongType())])
+
+
 # --- raw and audited tables --------------------------------------------------------------
 
 RAW_TRANSACTIONS_SCHEMA = T.StructType(
@@ -105,7 +114,7 @@ ALERT_SCHEMA = T.StructType(
 """One row per transaction scored at or above the promoted threshold. ``alert_id`` is
 ``<model_version>:<transaction_id>``, so consumers can de-duplicate."""
 
-ALERTS_TABLE_SCHEMA = T.StructType([*ALERT_SCHEMA.fields, T.StructField("batch_id", T.LongType())])
+ALERTS_TABLE_SCHEMA = partitioned_by_batch(ALERT_SCHEMA)
 """The Parquet alerts table: alerts partitioned by the micro-batch that committed them."""
 
 # --- Kafka topic `transactions_dlq` and the Parquet quarantine table -----------------------
@@ -126,14 +135,10 @@ DEAD_LETTER_SCHEMA = T.StructType(
 bytes replaced), why it was rejected, where it came from, and its event time when that
 much could be read (it places the message in a KPI window)."""
 
-QUARANTINE_TABLE_SCHEMA = T.StructType(
-    [*DEAD_LETTER_SCHEMA.fields, T.StructField("batch_id", T.LongType())]
-)
+QUARANTINE_TABLE_SCHEMA = partitioned_by_batch(DEAD_LETTER_SCHEMA)
 
 
-SCORED_TABLE_SCHEMA = T.StructType(
-    [*SCORED_TRANSACTIONS_SCHEMA.fields, T.StructField("batch_id", T.LongType())]
-)
+SCORED_TABLE_SCHEMA = partitioned_by_batch(SCORED_TRANSACTIONS_SCHEMA)
 """The Parquet table of every scored transaction, partitioned by micro-batch: the single
 input of the KPI query and of live-quality audits (no second parse of Kafka)."""
 
@@ -158,7 +163,7 @@ KPI_SCHEMA = T.StructType(
 is null without alerts, ``recall`` null without labelled frauds; ``n_invalid`` counts
 rejected messages whose event time could be read."""
 
-KPI_TABLE_SCHEMA = T.StructType([*KPI_SCHEMA.fields, T.StructField("batch_id", T.LongType())])
+KPI_TABLE_SCHEMA = partitioned_by_batch(KPI_SCHEMA)
 
 
 def field_names(schema: T.StructType) -> list[str]:

@@ -45,6 +45,7 @@ from fraud_assets.core.scoring import (
     score_transactions,
 )
 from fraud_assets.core.settings import KafkaSettings
+from fraud_assets.kafka.io import end_offsets
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +228,30 @@ class ScoringBatchWriter:
         )
         if self.on_batch is not None:
             self.on_batch(stats)
+
+
+def stream_rates(progress: dict | None) -> dict[str, float]:
+    """Spark's own throughput figures of the last micro-batch (empty before the first)."""
+    if not progress:
+        return {}
+    return {
+        "input_rows_per_second": round(float(progress.get("inputRowsPerSecond") or 0.0), 1),
+        "processed_rows_per_second": round(float(progress.get("processedRowsPerSecond") or 0.0), 1),
+        "trigger_duration_ms": int(progress.get("durationMs", {}).get("triggerExecution", 0)),
+    }
+
+
+def kafka_lag(progress: dict | None, kafka: KafkaSettings) -> dict[str, int] | None:
+    """Messages in ``transactions`` not yet read by the query, per partition."""
+    if not progress or not progress.get("sources"):
+        return None
+    consumed = progress["sources"][0].get("endOffset") or {}
+    if isinstance(consumed, str):
+        consumed = json.loads(consumed)
+    topic = kafka.topics.transactions
+    latest = end_offsets(kafka.bootstrap_servers, topic, timeout_s=10.0)
+    read = consumed.get(topic, {})
+    return {str(p): max(0, end - int(read.get(str(p), 0))) for p, end in sorted(latest.items())}
 
 
 def read_transactions_stream(

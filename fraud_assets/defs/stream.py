@@ -5,14 +5,12 @@ asset function, so they are declared as asset specs; the op records their
 materializations while it runs.
 """
 
-import json
 import time
 
 import dagster as dg
 from pyspark.sql import SparkSession
 
 from fraud_assets.core.kpis import KpiBatchWriter, KpiSettings, kpi_overview, start_kpi_query
-from fraud_assets.core.settings import KafkaSettings
 from fraud_assets.core.spark import require_connector_jars
 from fraud_assets.core.stream import (
     ScoringBatchWriter,
@@ -21,13 +19,14 @@ from fraud_assets.core.stream import (
     StreamTotals,
     await_queries,
     await_query,
+    kafka_lag,
     start_scoring_query,
+    stream_rates,
 )
 from fraud_assets.defs.metadata import table
 from fraud_assets.defs.resources import KafkaResource, ProjectResource, SparkResource
 from fraud_assets.defs.selection import promoted_model
 from fraud_assets.kafka.admin import check_broker_reachable
-from fraud_assets.kafka.io import end_offsets
 
 STREAM_TAG = "fraud_assets/stream"
 """Run tag limited to one concurrent run in dagster.yaml: at most one scoring stream."""
@@ -112,30 +111,6 @@ def _materializations(
             },
         ),
     ]
-
-
-def stream_rates(progress: dict | None) -> dict[str, float]:
-    """Spark's own throughput figures of the last micro-batch (empty before the first)."""
-    if not progress:
-        return {}
-    return {
-        "input_rows_per_second": round(float(progress.get("inputRowsPerSecond") or 0.0), 1),
-        "processed_rows_per_second": round(float(progress.get("processedRowsPerSecond") or 0.0), 1),
-        "trigger_duration_ms": int(progress.get("durationMs", {}).get("triggerExecution", 0)),
-    }
-
-
-def kafka_lag(progress: dict | None, kafka: KafkaSettings) -> dict[str, int] | None:
-    """Messages in ``transactions`` not yet read by the query, per partition."""
-    if not progress or not progress.get("sources"):
-        return None
-    consumed = progress["sources"][0].get("endOffset") or {}
-    if isinstance(consumed, str):
-        consumed = json.loads(consumed)
-    topic = kafka.topics.transactions
-    latest = end_offsets(kafka.bootstrap_servers, topic, timeout_s=10.0)
-    read = consumed.get(topic, {})
-    return {str(p): max(0, end - int(read.get(str(p), 0))) for p, end in sorted(latest.items())}
 
 
 def _kpi_materialization(
