@@ -19,12 +19,13 @@ RUN apt-get update \
 
 WORKDIR /opt/fraud_assets
 
-# Dependencies first, so that code edits do not reinstall them. dagster-postgres (same
-# release family as dagster 1.13.27) backs docker/dagster.yaml's storage.
-COPY pyproject.toml README.md ./
+# Dependencies first, so that code edits do not reinstall them: the exact versions the
+# tests ran with (constraints.txt pins every transitive package). dagster-postgres (same
+# release family as dagster 1.13.27) and its driver back docker/dagster.yaml's storage.
+COPY pyproject.toml constraints.txt README.md ./
 COPY fraud_assets ./fraud_assets
 COPY jvm ./jvm
-RUN pip install -e . dagster-postgres==0.29.27
+RUN pip install -c constraints.txt -e . dagster-postgres==0.29.27 psycopg2-binary==2.9.13
 
 # The connector and broker jars are resolved once, at build time; Maven and its cache
 # leave the image afterwards. The dataset is fetched at first start (docker-compose.yml).

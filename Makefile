@@ -29,7 +29,8 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYSPARK_PYTHON := $(CURDIR)/$(VENV)/bin/python
 
 .PHONY: help setup venv dagster-home demo test test-unit lint dev \
-	kafka-start kafka-stop kafka-status compose-config setup-ui
+	kafka-start kafka-stop kafka-status compose-config setup-ui setup-system \
+	chaos chaos-short bench bench-smoke models
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) \
@@ -58,12 +59,14 @@ $(VENV_PY):
 	"$$py" -m venv $(VENV)
 
 # Re-installs only when pyproject.toml or constraints.txt is newer than the stamp.
+# Extras: dev (pytest, hypothesis, ruff) and bench (the benchmark's load generator, also used
+# by its CI smoke test).
 # constraints.txt pins every transitive package to the versions the tests ran with.
 $(INSTALL_STAMP): pyproject.toml constraints.txt | $(VENV_PY)
 	@$(VENV_PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { \
 		echo "error: $(VENV) is not Python 3.11: delete it and run make setup again" >&2; \
 		exit 1; }
-	$(VENV_PY) -m pip install --disable-pip-version-check --no-input -c constraints.txt -e '.[dev]'
+	$(VENV_PY) -m pip install --disable-pip-version-check --no-input -c constraints.txt -e '.[dev,bench]'
 	@touch $@
 
 # DAGSTER_HOME must exist; its dagster.yaml follows the repository's copy.
@@ -75,7 +78,7 @@ dagster-home:
 demo: setup ## run the pipeline end to end (starts and stops its own Kafka broker)
 	$(FRAUD_ASSETS) --home "$(CURDIR)" demo
 
-test: setup setup-ui ## unit + integration tests (the tests start their own broker)
+test: setup setup-system ## unit + integration tests (the tests start their own broker)
 	$(VENV_PY) -m pytest
 
 test-unit: setup ## unit tests only (no broker)
@@ -85,27 +88,52 @@ lint: venv ## ruff check + ruff format --check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# The UI test renders the Dagster UI in headless Chromium (fraud_assets_tests/integration/test_ui.py).
-CHROMIUM := /usr/bin/chromium
+# Debian packages some tests use, by the program they provide:
+#   chromium       headless browser of the UI test (integration/test_ui.py)
+#   kcat           the outside Kafka client of the interop test (integration/test_kcat.py)
+#   docker-compose the compose file parser of unit/test_compose.py (there is no Docker engine)
+SYSTEM_PROGRAMS := /usr/bin/chromium /usr/bin/kcat /usr/bin/docker-compose
+SYSTEM_PACKAGES := chromium kcat docker-compose
 
-setup-ui: ## headless Chromium for the UI test (Debian package; needs root or sudo)
-	@if [ -x "$(CHROMIUM)" ]; then exit 0; fi; \
+setup-system: ## Debian packages the tests use: chromium, kcat, docker-compose (root or sudo)
+	@missing=""; for program in $(SYSTEM_PROGRAMS); do \
+		[ -x "$$program" ] || missing="$$missing $$program"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then as_root=""; \
 	elif command -v sudo > /dev/null 2>&1; then as_root="sudo"; \
 	else \
-		echo "error: $(CHROMIUM) is missing and installing it needs root: run" \
-			"'apt-get install chromium' as root (or install sudo)" >&2; \
+		echo "error:$$missing missing and installing them needs root: run" \
+			"'apt-get install $(SYSTEM_PACKAGES)' as root (or install sudo)" >&2; \
 		exit 1; \
 	fi; \
 	if ! command -v apt-get > /dev/null 2>&1; then \
-		echo "error: $(CHROMIUM) is missing and this system has no apt-get:" \
-			"install Chromium with your package manager so that $(CHROMIUM) exists" >&2; \
+		echo "error:$$missing missing and this system has no apt-get: install" \
+			"$(SYSTEM_PACKAGES) with your package manager" >&2; \
 		exit 1; \
 	fi; \
-	echo "Installing chromium (apt-get) for the UI test"; \
+	echo "Installing $(SYSTEM_PACKAGES) (apt-get) for the tests"; \
 	$$as_root apt-get update -qq; \
-	DEBIAN_FRONTEND=noninteractive $$as_root apt-get install -y -qq chromium > /dev/null; \
-	"$(CHROMIUM)" --version
+	DEBIAN_FRONTEND=noninteractive $$as_root apt-get install -y -qq $(SYSTEM_PACKAGES) > /dev/null; \
+	for program in $(SYSTEM_PROGRAMS); do [ -x "$$program" ] || { \
+		echo "error: $$program still missing after apt-get install" >&2; exit 1; }; done
+
+# Kept for existing habits: the UI test's browser comes with the other system packages.
+setup-ui: setup-system
+
+chaos: setup ## fault injection on the full dataset (kill -9, broker outage) -> var/chaos/report.json
+	$(FRAUD_ASSETS) --home "$(CURDIR)" chaos
+
+chaos-short: setup ## the CI-sized fault injection (a real-data subset, fewer kills)
+	$(FRAUD_ASSETS) --home "$(CURDIR)" chaos --rows 20000 --kills 3 --outage-seconds 10
+
+bench: setup ## throughput/latency benchmark of three pipelines -> var/bench/report.json
+	$(FRAUD_ASSETS) --home "$(CURDIR)" bench
+
+bench-smoke: setup ## the small benchmark variant (shape and correctness, no figures to trust)
+	$(FRAUD_ASSETS) --home "$(CURDIR)" bench --smoke
+
+models: setup ## LR, RF, GBT x two split protocols -> var/models/comparison.json
+	$(FRAUD_ASSETS) --home "$(CURDIR)" models
 
 dev: setup ## Dagster UI on http://127.0.0.1:3000
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

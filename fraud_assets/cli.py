@@ -17,9 +17,15 @@ class OperatorError(RuntimeError):
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, with every area's sub-commands."""
+    from fraud_assets.bench.cli import register as register_bench
+    from fraud_assets.chaos.cli import register as register_chaos
     from fraud_assets.demo import register as register_demo
     from fraud_assets.kafka.cli import register as register_kafka
+    from fraud_assets.modeling.cli import register as register_models
+    from fraud_assets.operate.cli import register as register_model
+    from fraud_assets.operate.reset import register as register_reset
     from fraud_assets.setup.cli import register as register_setup
+    from fraud_assets.stream.cli import register as register_stream
 
     parser = argparse.ArgumentParser(
         prog="fraud-assets",
@@ -32,9 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # In the order of the flow: set up, Kafka, train, operate models, stream, then tooling.
     register_setup(subparsers)
     register_kafka(subparsers)
+    register_models(subparsers)
+    register_model(subparsers)
+    register_stream(subparsers)
+    register_reset(subparsers)
     register_demo(subparsers)
+    register_chaos(subparsers)
+    register_bench(subparsers)
     return parser
 
 

@@ -106,7 +106,8 @@ def _stop_active_spark() -> None:
 
 
 @contextmanager
-def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    """Record the seconds the block took as ``timings[stage]`` (also when it fails)."""
     started = time.monotonic()
     try:
         yield
@@ -114,56 +115,81 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
         timings[stage] = round(time.monotonic() - started, 2)
 
 
-def run_end_to_end(options: EndToEndOptions, instance: dg.DagsterInstance) -> dict[str, Any]:
-    """Run every stage once and return the reconciliation summary (see the module doc)."""
-    started = time.monotonic()
-    timings: dict[str, float] = {}
-    resources = build_resources()
-    project = ProjectResource(
+def project_resource(options: EndToEndOptions) -> ProjectResource:
+    """The run's :class:`ProjectResource`: its home, state folder and dataset."""
+    return ProjectResource(
         home=str(options.home),
         state_dir=str(options.state_dir),
         dataset_csv=str(options.dataset_csv or ""),
         **({} if options.dataset_sha256 is None else {"dataset_sha256": options.dataset_sha256}),
         **dict(options.project_overrides),
     )
+
+
+def preflight(project: ProjectResource) -> None:
+    """Fail in seconds, before any broker or Spark starts, on what the operator must fix."""
     paths = project.paths
-    # Fail in seconds, before any broker or Spark starts, on what the operator must fix.
     verify_dataset(paths.dataset_csv, expected_sha256=project.dataset_sha256 or None)
     require_connector_jars(paths.spark_jars_dir)
-    definitions = load_definitions()
+
+
+def kafka_resource(bootstrap_servers: str, topics: Topics) -> KafkaResource:
+    """The run's :class:`KafkaResource`, with its topic names."""
+    return KafkaResource(
+        bootstrap_servers=bootstrap_servers,
+        transactions_topic=topics.transactions,
+        alerts_topic=topics.alerts,
+        dead_letter_topic=topics.dead_letter,
+        kpis_topic=topics.kpis,
+    )
+
+
+def materialize_batch_stages(
+    definitions: dg.Definitions,
+    resources: dict[str, Any],
+    instance: dg.DagsterInstance,
+    timings: dict[str, float],
+    tag: str = "fraud_assets/demo",
+) -> None:
+    """Materialize audit -> train -> select (with their checks), one stage at a time."""
     assets = [*definitions.assets, *definitions.asset_checks]
+    for stage, keys in STAGES:
+        with timed(timings, stage):
+            log.info("materializing %s", ", ".join(keys))
+            dg.materialize(
+                assets,
+                selection=dg.AssetSelection.assets(*keys)
+                | dg.AssetSelection.checks_for_assets(*keys),
+                resources=resources,
+                instance=instance,
+                tags={tag: stage},
+            )
+
+
+def run_end_to_end(options: EndToEndOptions, instance: dg.DagsterInstance) -> dict[str, Any]:
+    """Run every stage once and return the reconciliation summary (see the module doc)."""
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    resources = build_resources()
+    project = project_resource(options)
+    paths = project.paths
+    preflight(project)
+    definitions = load_definitions()
 
     with ExitStack() as cleanup:
-        with _timed(timings, "broker_start"):
+        with timed(timings, "broker_start"):
             bootstrap_servers = cleanup.enter_context(
                 kafka_for(options, paths.kafka_dir, paths.kafka_jars_dir)
             )
         if options.stop_spark_at_end:
             cleanup.callback(_stop_active_spark)
-        kafka = KafkaResource(
-            bootstrap_servers=bootstrap_servers,
-            transactions_topic=options.topics.transactions,
-            alerts_topic=options.topics.alerts,
-            dead_letter_topic=options.topics.dead_letter,
-            kpis_topic=options.topics.kpis,
-        )
+        kafka = kafka_resource(bootstrap_servers, options.topics)
         ensure_topics(bootstrap_servers, project_topics(kafka.settings))
         resources = {**resources, "project": project, "kafka": kafka}
-
-        for stage, keys in STAGES:
-            with _timed(timings, stage):
-                log.info("materializing %s", ", ".join(keys))
-                dg.materialize(
-                    assets,
-                    selection=dg.AssetSelection.assets(*keys)
-                    | dg.AssetSelection.checks_for_assets(*keys),
-                    resources=resources,
-                    instance=instance,
-                    tags={"fraud_assets/demo": stage},
-                )
+        materialize_batch_stages(definitions, resources, instance, timings)
 
         kafka_settings: KafkaSettings = kafka.settings
-        with _timed(timings, "produce"):
+        with timed(timings, "produce"):
             replayed = replay(
                 paths.tables_dir / "audited_transactions",
                 bootstrap_servers,
@@ -171,14 +197,14 @@ def run_end_to_end(options: EndToEndOptions, instance: dg.DagsterInstance) -> di
                 progress=options.progress,
             )
 
-        with _timed(timings, "stream"):
+        with timed(timings, "stream"):
             definitions.get_job_def("scoring_stream").execute_in_process(
                 run_config={"ops": {"run_scoring_stream": {"config": {"bounded": True}}}},
                 resources=resources,
                 instance=instance,
             )
 
-        with _timed(timings, "reconcile"):
+        with timed(timings, "reconcile"):
             summary = reconcile_run(resources, project, kafka_settings)
         summary["transactions_produced"] = replayed.sent
         summary["producer_rate_tps"] = round(replayed.rate_tps)
@@ -206,7 +232,7 @@ def reconcile_run(
     )
     expected = expected_alert_ids(registry.load(promotion.version), audited, promotion)
     stream_paths = project.stream_paths
-    records = read_topic(kafka.bootstrap_servers, kafka.topics.alerts)
+    records = read_topic(kafka, kafka.topics.alerts)
     result = reconcile_alerts(
         expected,
         parquet_alert_ids(session, stream_paths.alerts_table),

@@ -96,6 +96,18 @@ SCORED_TRANSACTIONS_SCHEMA = T.StructType(
 
 # --- Kafka topic `fraud_alerts` and the Parquet alerts table ------------------------------
 
+TOP_FEATURES_TYPE = T.ArrayType(
+    T.StructType(
+        [
+            T.StructField("feature", T.StringType(), False),
+            T.StructField("contribution", T.DoubleType(), False),
+        ]
+    ),
+    False,
+)
+"""An alert's explanation: up to three ``{feature, contribution}``, largest ``|contribution|``
+first (see ``fraud_assets.core.explain`` for what a contribution means per model kind)."""
+
 ALERT_SCHEMA = T.StructType(
     [
         T.StructField("alert_id", T.StringType(), False),
@@ -109,10 +121,13 @@ ALERT_SCHEMA = T.StructType(
         T.StructField("is_alert", T.BooleanType(), False),
         T.StructField("prediction", T.IntegerType(), False),
         T.StructField("scored_at", T.TimestampType(), False),
+        T.StructField("top_features", TOP_FEATURES_TYPE, True),
     ]
 )
 """One row per transaction scored at or above the promoted threshold. ``alert_id`` is
-``<model_version>:<transaction_id>``, so consumers can de-duplicate."""
+``<model_version>:<transaction_id>``, so consumers can de-duplicate. ``threshold`` and
+``model_version`` are the ones the micro-batch applied; ``top_features`` explains the score
+(null only in alerts written before explanations existed)."""
 
 ALERTS_TABLE_SCHEMA = partitioned_by_batch(ALERT_SCHEMA)
 """The Parquet alerts table: alerts partitioned by the micro-batch that committed them."""

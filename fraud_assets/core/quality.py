@@ -8,7 +8,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from fraud_assets.core.contracts import KPI_SCHEMA, SCORED_TABLE_SCHEMA
-from fraud_assets.core.kpis import WINDOW
+from fraud_assets.core.kpis import WINDOW, KpiSettings
 from fraud_assets.core.stream import StreamPaths
 
 
@@ -42,7 +42,7 @@ def _newest_batch_mtime(table: Path) -> float | None:
 
 
 def live_quality(
-    spark: SparkSession, paths: StreamPaths, watermark_delay: str = "2 minutes"
+    spark: SparkSession, paths: StreamPaths, watermark_delay: str = KpiSettings.watermark_delay
 ) -> LiveQuality:
     """Measure what the stream did so far (labelled rows only count for precision/recall)."""
     if not paths.scored_table.is_dir():

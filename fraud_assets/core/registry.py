@@ -5,21 +5,27 @@ Layout under ``models_dir``::
     fraud_model/<version>/pipeline/       Spark ML PipelineModel
     fraud_model/<version>/metadata.json   features, metrics, training data, Spark version
     promoted.json                         the version and threshold the stream uses
+    changes.jsonl                         every promotion and threshold change (who/when/what)
     model_selection_summary.json          the last selection (sweep and recommendation)
 
 Writes go to a temporary sibling first and are renamed into place, so a reader never sees a
-half-written model or pointer.
+half-written model, pointer or change log. Changes of the pointer are serialised by an
+exclusive lock on ``.registry.lock``, so two operators cannot lose each other's change.
 """
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from pyspark.ml import PipelineModel
 
 MODEL_FAMILY = "fraud_model"
@@ -27,6 +33,27 @@ MODEL_FAMILY = "fraud_model"
 
 class ModelRegistryError(RuntimeError):
     """A model or promotion is missing or unusable; the message says what to do."""
+
+
+def check_compatible(metadata: dict[str, Any]) -> None:
+    """Refuse a model whose input features are not the transaction contract's.
+
+    The stream assembles :data:`~fraud_assets.core.contracts.FEATURE_COLUMNS` in that
+    order; a model saved with other features would score garbage (or fail mid-stream).
+
+    Raises:
+        ModelRegistryError: The metadata's ``features`` differ, with what to do.
+    """
+    from fraud_assets.core.contracts import FEATURE_COLUMNS
+
+    features = metadata.get("features")
+    if features != list(FEATURE_COLUMNS):
+        raise ModelRegistryError(
+            f"model version {metadata.get('version', '?')} is incompatible: it was trained on "
+            f"features {features!r}, the stream scores {len(FEATURE_COLUMNS)} features "
+            f"({FEATURE_COLUMNS[0]}..{FEATURE_COLUMNS[-1]}); train a new version and promote "
+            "it (materialize fraud_model and model_selection in Dagster)"
+        )
 
 
 @dataclass(frozen=True)
@@ -38,6 +65,28 @@ class Promotion:
     policy: str
     promoted_at: str
     pr_auc: float | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Promotion":
+        """The promotion in ``values``; unknown keys (written by a newer version) are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in known})
+
+
+CHANGE_LOG_COLUMNS: tuple[str, ...] = (
+    "changed_at",
+    "changed_by",
+    "action",
+    "old_version",
+    "new_version",
+    "old_threshold",
+    "new_threshold",
+    "policy",
+    "reason",
+)
+"""One row per change of the promotion pointer: when (UTC), who, what (``promote`` or
+``set_threshold``), the version and threshold before and after, the policy that chose the
+new threshold (``manual`` for an operator's threshold) and the operator's reason."""
 
 
 def new_version(algorithm: str, now: datetime | None = None) -> str:
@@ -115,28 +164,129 @@ class ModelRegistry:
     def promotion_path(self) -> Path:
         return self.models_dir / "promoted.json"
 
+    @property
+    def change_log_path(self) -> Path:
+        return self.models_dir / "changes.jsonl"
+
     def promote(
-        self, version: str, threshold: float, policy: str, pr_auc: float | None
+        self,
+        version: str,
+        threshold: float,
+        policy: str,
+        pr_auc: float | None,
+        *,
+        changed_by: str = "unknown",
+        reason: str = "",
     ) -> Promotion:
-        """Point the stream at ``version`` with ``threshold``."""
+        """Point the stream at ``version`` with ``threshold``, and log the change.
+
+        A running stream applies it from its next micro-batch (no restart).
+        """
         self.metadata(version)
-        if not 0.0 < threshold < 1.0:
-            raise ModelRegistryError(f"threshold must be in (0, 1), got {threshold}")
+        _check_threshold(threshold)
+        with self._locked():
+            return self._change(
+                "promote", version, threshold, policy, pr_auc, changed_by=changed_by, reason=reason
+            )
+
+    def set_threshold(self, threshold: float, *, changed_by: str, reason: str) -> Promotion:
+        """Keep the promoted version, alert at ``threshold`` from now on, and log the change.
+
+        The policy becomes ``manual``: an operator chose the threshold, not a selection policy.
+        """
+        _check_threshold(threshold)
+        with self._locked():
+            current = self.require_promoted()
+            return self._change(
+                "set_threshold",
+                current.version,
+                threshold,
+                "manual",
+                current.pr_auc,
+                changed_by=changed_by,
+                reason=reason,
+            )
+
+    def _change(
+        self,
+        action: str,
+        version: str,
+        threshold: float,
+        policy: str,
+        pr_auc: float | None,
+        *,
+        changed_by: str,
+        reason: str,
+    ) -> Promotion:
+        """Log, then move the pointer (the caller holds the lock)."""
+        old = self.promoted()
+        now = datetime.now(UTC).isoformat()
         promotion = Promotion(
             version=version,
-            threshold=threshold,
+            threshold=float(threshold),
             policy=policy,
-            promoted_at=datetime.now(UTC).isoformat(),
+            promoted_at=now,
             pr_auc=pr_auc,
         )
+        entry = {
+            "changed_at": now,
+            "changed_by": changed_by,
+            "action": action,
+            "old_version": old.version if old else None,
+            "new_version": version,
+            "old_threshold": old.threshold if old else None,
+            "new_threshold": float(threshold),
+            "policy": policy,
+            "reason": reason,
+        }
+        # The log first: a crash in between leaves a logged change not yet applied (visible
+        # as a last entry that disagrees with promoted.json), never an unlogged one.
+        self._append_change(entry)
         write_json_atomic(self.promotion_path, asdict(promotion))
         return promotion
+
+    def _append_change(self, entry: dict[str, Any]) -> None:
+        # Rewritten whole through a temporary file and a rename: an append interrupted
+        # mid-line would leave a torn record; changes are rare, so the copy costs nothing.
+        path = self.change_log_path
+        previous = path.read_text() if path.is_file() else ""
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(previous)
+            handle.write(json.dumps(entry, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.models_dir / ".registry.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def change_log(self) -> pd.DataFrame:
+        """Every promotion and threshold change, oldest first (:data:`CHANGE_LOG_COLUMNS`).
+
+        ``changed_at`` is a UTC timestamp; an empty frame with those columns before the first
+        change.
+        """
+        path = self.change_log_path
+        rows = (
+            [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            if path.is_file()
+            else []
+        )
+        table = pd.DataFrame(rows, columns=list(CHANGE_LOG_COLUMNS))
+        table["changed_at"] = pd.to_datetime(table["changed_at"], utc=True)
+        return table
 
     def promoted(self) -> Promotion | None:
         """The current promotion, or None when no model was promoted yet."""
         if not self.promotion_path.is_file():
             return None
-        return Promotion(**json.loads(self.promotion_path.read_text()))
+        return Promotion.from_dict(json.loads(self.promotion_path.read_text()))
 
     def require_promoted(self) -> Promotion:
         promotion = self.promoted()
@@ -146,3 +296,8 @@ class ModelRegistry:
                 "Dagster (or run `make demo`) before starting the stream"
             )
         return promotion
+
+
+def _check_threshold(threshold: float) -> None:
+    if not 0.0 < threshold < 1.0:
+        raise ModelRegistryError(f"threshold must be in (0, 1), got {threshold}")

@@ -18,6 +18,7 @@ from fraud_assets.core.contracts import (
     FEATURE_COLUMNS,
     REQUIRED_MESSAGE_FIELDS,
     SCORED_TRANSACTIONS_SCHEMA,
+    TOP_FEATURES_TYPE,
     TRANSACTION_MESSAGE_SCHEMA,
     field_names,
 )
@@ -42,13 +43,34 @@ def _rejection_reason(message: Column, raw_value: Column, event_time: Column) ->
     checks: list[tuple[Column, Column]] = [
         (raw_value.isNull(), F.lit("empty_message")),
         (F.octet_length(raw_value) > MAX_MESSAGE_BYTES, F.lit("oversized")),
-        (message.isNull() | message[CORRUPT_RECORD].isNotNull(), F.lit("malformed_json")),
+        (
+            message.isNull()
+            | message[CORRUPT_RECORD].isNotNull()
+            # Jackson stops after the first value: "{...}garbage" would parse.
+            | ~raw_value.rlike(r"\}\s*$"),
+            F.lit("malformed_json"),
+        ),
+        # The JSON reader decodes invalid UTF-8 as U+FFFD: the text is not what was sent.
+        (~F.is_valid_utf8(raw_value), F.lit("invalid_utf8")),
     ]
     checks += [
         (message[name].isNull(), F.lit(f"missing_or_invalid_field:{name}"))
         for name in REQUIRED_MESSAGE_FIELDS
     ]
-    checks.append((event_time.isNull(), F.lit("invalid_event_time")))
+    # Spark reads any JSON token into a string field (12 -> "12", {"a":1} -> its text): the
+    # two string fields must be JSON strings, and the id a non-empty one.
+    checks.append(
+        (
+            ~raw_value.rlike(r'"transaction_id"\s*:\s*"[^"]'),
+            F.lit("missing_or_invalid_field:transaction_id"),
+        )
+    )
+    checks.append(
+        (
+            event_time.isNull() | ~raw_value.rlike(r'"event_time"\s*:\s*"'),
+            F.lit("invalid_event_time"),
+        )
+    )
     checks += [
         (
             F.isnan(message[name]) | (F.abs(message[name]) == F.lit(float("inf"))),
@@ -81,13 +103,22 @@ def parse_transactions(records: DataFrame) -> DataFrame:
         F.col("partition").alias("source_partition"),
         F.col("offset").alias("source_offset"),
         F.col("timestamp").alias("kafka_timestamp"),
-        F.when(
-            F.octet_length(raw_value) <= MAX_MESSAGE_BYTES,
-            F.from_json(
-                raw_value,
-                _PARSE_SCHEMA,
-                {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_RECORD},
-            ),
+        # explode(array(x)) yields exactly one row per record (a null element included) and
+        # is a plan barrier: the optimizer cannot push `reason IS NULL` (or any later filter)
+        # below a Generate, so from_json cannot be inlined into each validation rule (98
+        # parses per row otherwise) — with or without persist(), in micro-batch and in
+        # real-time mode alike.
+        F.explode(
+            F.array(
+                F.when(
+                    F.octet_length(raw_value) <= MAX_MESSAGE_BYTES,
+                    F.from_json(
+                        raw_value,
+                        _PARSE_SCHEMA,
+                        {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_RECORD},
+                    ),
+                )
+            )
         ).alias("message"),
     )
     message = F.col("message")
@@ -119,6 +150,24 @@ def dead_letters(parsed: DataFrame) -> DataFrame:
     return parsed.where(F.col("reason").isNotNull()).select(*field_names(DEAD_LETTER_SCHEMA))
 
 
+def score_with_features(
+    model: PipelineModel, transactions: DataFrame, threshold: float, model_version: str
+) -> DataFrame:
+    """:func:`score_transactions` plus the raw feature columns (what explanations read)."""
+    alert = is_alert(F.col("fraud_prob"), F.lit(threshold))
+    return (
+        with_fraud_prob(model, transactions)
+        .withColumn("threshold", F.lit(float(threshold)))
+        .withColumn("model_version", F.lit(model_version))
+        .withColumn("is_alert", alert)
+        .withColumn("prediction", alert.cast("int"))
+        .select(
+            *field_names(SCORED_TRANSACTIONS_SCHEMA),
+            *[name for name in FEATURE_COLUMNS if name != "Amount"],
+        )
+    )
+
+
 def score_transactions(
     model: PipelineModel, transactions: DataFrame, threshold: float, model_version: str
 ) -> DataFrame:
@@ -127,14 +176,8 @@ def score_transactions(
     ``transactions`` needs ``transaction_id``, ``event_time``, the feature columns and
     (optionally null) ``Class``. Returns :data:`SCORED_TRANSACTIONS_SCHEMA`.
     """
-    alert = is_alert(F.col("fraud_prob"), F.lit(threshold))
-    return (
-        with_fraud_prob(model, transactions)
-        .withColumn("threshold", F.lit(float(threshold)))
-        .withColumn("model_version", F.lit(model_version))
-        .withColumn("is_alert", alert)
-        .withColumn("prediction", alert.cast("int"))
-        .select(*field_names(SCORED_TRANSACTIONS_SCHEMA))
+    return score_with_features(model, transactions, threshold, model_version).select(
+        *field_names(SCORED_TRANSACTIONS_SCHEMA)
     )
 
 
@@ -143,12 +186,19 @@ def alert_id_of(model_version: Column, transaction_id: Column) -> Column:
     return F.concat_ws(":", model_version, transaction_id)
 
 
-def alerts(scored: DataFrame, scored_at: Column) -> DataFrame:
-    """The alerts among ``scored`` rows, with :data:`ALERT_SCHEMA`."""
+def alerts(scored: DataFrame, scored_at: Column, top_features: Column | None = None) -> DataFrame:
+    """The alerts among ``scored`` rows, with :data:`ALERT_SCHEMA`.
+
+    ``top_features`` is the explanation expression (``fraud_assets.core.explain``); it is
+    evaluated after the filter, on alert rows only, and needs the feature columns of
+    :func:`score_with_features`. Without it the alerts carry a null explanation.
+    """
+    explanation = F.lit(None).cast(TOP_FEATURES_TYPE) if top_features is None else top_features
     return (
         scored.where(F.col("is_alert"))
         .withColumn("alert_id", alert_id_of(F.col("model_version"), F.col("transaction_id")))
         .withColumn("scored_at", scored_at)
+        .withColumn("top_features", explanation)
         .select(*field_names(ALERT_SCHEMA))
     )
 

@@ -23,6 +23,11 @@ def require_connector_jars(jars_dir: Path) -> list[Path]:
     return jars
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback interface."""
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
 def spark_conf(settings: SparkSettings) -> dict[str, str]:
     """Every Spark setting fraud_assets relies on, as one dict.
 
@@ -48,12 +53,25 @@ def spark_conf(settings: SparkSettings) -> dict[str, str]:
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.streaming.stopTimeout": "60s",
-        "spark.driver.host": "127.0.0.1",
-        "spark.driver.bindAddress": "127.0.0.1",
+        # Executors (local or on a cluster) reach the driver at this address. Loopback binds
+        # to loopback only; any other address binds every interface, so the name a
+        # container or a multi-homed host advertises is served whatever it resolves to.
+        "spark.driver.host": settings.driver_host,
+        "spark.driver.bindAddress": (
+            settings.driver_host if is_loopback(settings.driver_host) else "0.0.0.0"
+        ),
         # Python workers must be this environment's interpreter, not the system Python.
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,
     }
+    # Cluster sizing: unset keys keep Spark's defaults (ignored in local mode).
+    for key, value in (
+        ("spark.executor.memory", settings.executor_memory),
+        ("spark.executor.cores", settings.executor_cores),
+        ("spark.cores.max", settings.cores_max),
+    ):
+        if value:
+            conf[key] = str(value)
     jars_dir = settings.connector_jars_dir
     if jars_dir is not None and jars_dir.is_dir():
         # Listed one by one: SparkContext does not expand globs in spark.jars. Batch work

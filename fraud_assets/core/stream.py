@@ -3,6 +3,11 @@
 One Structured Streaming query reads Kafka, parses each message once and scores it once.
 Its ``foreachBatch`` writer commits each micro-batch idempotently:
 
+0. the model version and threshold of batch ``N`` are chosen and recorded before anything is
+   written (``<batch_log_dir>/models/batch-N.json``): given a registry, the writer re-reads
+   the promotion pointer at the start of every batch, so an operator's promotion or
+   threshold change applies from the next micro-batch without a restart; a replayed batch
+   reuses the recorded choice, so its outputs stay byte-identical;
 1. alerts of batch ``N`` are written to ``<alerts_table>/batch_id=N`` through a staging
    folder and an atomic rename; a replayed batch (after a crash) finds the folder and skips
    the write, so the Parquet table is exactly-once;
@@ -24,17 +29,29 @@ import shutil
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pyspark.ml import PipelineModel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
-from fraud_assets.core.contracts import ALERT_SCHEMA, DEAD_LETTER_SCHEMA
-from fraud_assets.core.registry import Promotion, write_json_atomic
+from fraud_assets.core.contracts import (
+    ALERT_SCHEMA,
+    DEAD_LETTER_SCHEMA,
+    SCORED_TRANSACTIONS_SCHEMA,
+    field_names,
+)
+from fraud_assets.core.explain import UnexplainableModelError, top_features
+from fraud_assets.core.registry import (
+    ModelRegistry,
+    Promotion,
+    check_compatible,
+    write_json_atomic,
+)
 from fraud_assets.core.scoring import (
     alert_kafka_records,
     alerts,
@@ -42,7 +59,7 @@ from fraud_assets.core.scoring import (
     dead_letters,
     filter_valid,
     parse_transactions,
-    score_transactions,
+    score_with_features,
 )
 from fraud_assets.core.settings import KafkaSettings
 from fraud_assets.kafka.io import end_offsets
@@ -73,6 +90,11 @@ class StreamPaths:
             kpi_table=tables_dir / "kpis",
             batch_log_dir=tables_dir / "stream_batches",
         )
+
+    @property
+    def batch_models_dir(self) -> Path:
+        """One JSON per micro-batch: the promotion (version, threshold) it was scored with."""
+        return self.batch_log_dir / "models"
 
 
 @dataclass(frozen=True)
@@ -145,8 +167,32 @@ def write_kafka(df: DataFrame, kafka: KafkaSettings, topic: str) -> None:
     df.write.format("kafka").options(**kafka.spark_options()).option("topic", topic).save()
 
 
+@dataclass(frozen=True)
+class _Scorer:
+    """A loaded model version and its explanation expression (None: not explainable)."""
+
+    model: PipelineModel
+    top_features: Column | None
+
+
+MODEL_CACHE_SIZE = 3
+"""Loaded model versions kept by a writer (the current one and a couple to switch back to)."""
+
+
 class ScoringBatchWriter:
-    """The ``foreachBatch`` function of the scoring query (see the module docstring)."""
+    """The ``foreachBatch`` function of the scoring query (see the module docstring).
+
+    Args:
+        spark: The session the query runs in.
+        kafka: Where alerts and dead letters are produced.
+        paths: The tables, batch logs and checkpoint of the query.
+        model: The loaded model of ``promotion.version``.
+        promotion: The promotion to score with when no registry is given (and the first one
+            otherwise, until the registry says something else).
+        on_batch: Called with each committed batch's stats.
+        registry: When given, the promotion pointer is re-read at the start of every
+            micro-batch and a changed version or threshold applies to that batch.
+    """
 
     def __init__(
         self,
@@ -156,23 +202,114 @@ class ScoringBatchWriter:
         model: PipelineModel,
         promotion: Promotion,
         on_batch: Callable[[BatchStats], None] | None = None,
+        *,
+        registry: ModelRegistry | None = None,
     ):
         self.spark = spark
         self.kafka = kafka
         self.paths = paths
-        self.model = model
         self.promotion = promotion
+        """The promotion the last micro-batch was scored with."""
+        self.registry = registry
         self.on_batch = on_batch
         self.totals = StreamTotals()
         self._lock = threading.Lock()
+        self._scorers: OrderedDict[str, _Scorer] = OrderedDict()
+        self._scorers[promotion.version] = _Scorer(model, _explanation(model, promotion.version))
+
+    @property
+    def model(self) -> PipelineModel:
+        """The model of the current promotion."""
+        return self._scorers[self.promotion.version].model
+
+    def _scorer(self, version: str) -> _Scorer:
+        """The loaded model of ``version`` (loaded once, then cached)."""
+        if version in self._scorers:
+            self._scorers.move_to_end(version)
+            return self._scorers[version]
+        if self.registry is None:
+            raise KeyError(version)
+        check_compatible(self.registry.metadata(version))
+        model = self.registry.load(version)
+        scorer = _Scorer(model, _explanation(model, version))
+        self._scorers[version] = scorer
+        while len(self._scorers) > MODEL_CACHE_SIZE:
+            self._scorers.popitem(last=False)
+        return scorer
+
+    def _wanted(self) -> Promotion:
+        """The promotion to apply to a new batch: the registry's, if it is usable."""
+        if self.registry is None:
+            return self.promotion
+        try:
+            wanted = self.registry.promoted()
+        except (OSError, ValueError, TypeError) as error:
+            log.error("cannot read the promotion pointer (%s): keeping %s", error, self.promotion)
+            return self.promotion
+        if wanted is None:
+            return self.promotion
+        try:
+            self._scorer(wanted.version)
+        except Exception as error:  # a bad model must not stop the stream: keep scoring
+            log.error(
+                "promoted model %s cannot be loaded (%s): still scoring with %s",
+                wanted.version,
+                error,
+                self.promotion.version,
+            )
+            return self.promotion
+        return wanted
+
+    def promotion_for(self, batch_id: int) -> tuple[Promotion, bool]:
+        """The promotion batch ``batch_id`` is scored with, and whether it was recorded before.
+
+        A new batch takes :meth:`_wanted` and records it before anything is written; a
+        replayed batch (same id after a crash) gets the recorded one back, so its outputs
+        are the ones it would have committed the first time.
+        """
+        path = self.paths.batch_models_dir / f"batch-{batch_id:012d}.json"
+        if path.is_file():
+            recorded = Promotion.from_dict(json.loads(path.read_text()))
+            try:
+                self._scorer(recorded.version)
+            except Exception as error:
+                # Only a writer without a registry (or a deleted version) gets here.
+                log.warning(
+                    "batch %d was first scored with %s, which is not available here (%s); "
+                    "replaying it with %s",
+                    batch_id,
+                    recorded.version,
+                    error,
+                    self.promotion.version,
+                )
+                return self.promotion, True
+            return recorded, True
+        wanted = self._wanted()
+        write_json_atomic(path, {"batch_id": batch_id, **asdict(wanted)})
+        return wanted, False
 
     def __call__(self, records: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
-        promotion = self.promotion
+        promotion, _ = self.promotion_for(batch_id)
+        if (promotion.version, promotion.threshold) != (
+            self.promotion.version,
+            self.promotion.threshold,
+        ):
+            log.info(
+                "batch %d: scoring with %s at threshold %s (was %s at %s)",
+                batch_id,
+                promotion.version,
+                promotion.threshold,
+                self.promotion.version,
+                self.promotion.threshold,
+            )
+        self.promotion = promotion
+        scorer = self._scorer(promotion.version)
         parsed = parse_transactions(records).persist()
-        scored = score_transactions(
-            self.model, filter_valid(parsed), promotion.threshold, promotion.version
+        scored_with_features = score_with_features(
+            scorer.model, filter_valid(parsed), promotion.threshold, promotion.version
         ).persist()
+        scored = scored_with_features.select(*field_names(SCORED_TRANSACTIONS_SCHEMA))
         try:
             counts = scored.agg(
                 F.count(F.lit(1)).alias("scored"), F.count_if("is_alert").alias("alerts")
@@ -182,7 +319,9 @@ class ScoringBatchWriter:
             commit_batch_partition(scored, self.paths.scored_table, batch_id)
 
             alert_dir, replayed = commit_batch_partition(
-                alerts(scored, F.current_timestamp()), self.paths.alerts_table, batch_id
+                alerts(scored_with_features, F.current_timestamp(), scorer.top_features),
+                self.paths.alerts_table,
+                batch_id,
             )
             committed_alerts = self.spark.read.schema(ALERT_SCHEMA).parquet(str(alert_dir))
             write_kafka(alert_kafka_records(committed_alerts), self.kafka, self.kafka.topics.alerts)
@@ -200,7 +339,7 @@ class ScoringBatchWriter:
                     self.kafka.topics.dead_letter,
                 )
         finally:
-            scored.unpersist()
+            scored_with_features.unpersist()
             parsed.unpersist()
 
         stats = BatchStats(
@@ -230,6 +369,15 @@ class ScoringBatchWriter:
             self.on_batch(stats)
 
 
+def _explanation(model: PipelineModel, version: str) -> Column | None:
+    """The alert explanation of ``model``; None (alerts without one) if it has no recipe."""
+    try:
+        return top_features(model)
+    except UnexplainableModelError as error:
+        log.warning("model %s: alerts carry no explanation (%s)", version, error)
+        return None
+
+
 def stream_rates(progress: dict | None) -> dict[str, float]:
     """Spark's own throughput figures of the last micro-batch (empty before the first)."""
     if not progress:
@@ -249,7 +397,7 @@ def kafka_lag(progress: dict | None, kafka: KafkaSettings) -> dict[str, int] | N
     if isinstance(consumed, str):
         consumed = json.loads(consumed)
     topic = kafka.topics.transactions
-    latest = end_offsets(kafka.bootstrap_servers, topic, timeout_s=10.0)
+    latest = end_offsets(kafka, topic, timeout_s=10.0)
     read = consumed.get(topic, {})
     return {str(p): max(0, end - int(read.get(str(p), 0))) for p, end in sorted(latest.items())}
 
@@ -341,13 +489,15 @@ def await_queries(
     out, also when the wait is interrupted (Ctrl-C, run termination).
     """
     try:
-        while any(q.isActive for q in queries):
+        while active := [q for q in queries if q.isActive]:
             if stop_requested():
                 log.info("stop requested: stopping %s", [q.name for q in queries])
                 break
             if any(q.exception() is not None for q in queries):
                 break
-            next(q for q in queries if q.isActive).awaitTermination(poll_seconds)
+            # One snapshot of the active queries: a bounded query may end between two
+            # isActive calls (awaitTermination of an ended query returns at once).
+            active[0].awaitTermination(poll_seconds)
             if on_poll is not None:
                 on_poll()
         for query in queries:

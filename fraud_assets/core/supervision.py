@@ -7,19 +7,18 @@ first) and its own small state (the backoff after failures), and answers with on
 
 - ``SKIP``: nothing to do (no promoted model, a healthy run exists, a run is stopping);
 - ``LAUNCH``: no run is alive: start one with the promoted version;
-- ``TERMINATE_AND_RELAUNCH``: runs score with an older version: stop them now; the
-  replacement is launched on a later tick, once they have stopped, on the same checkpoints
-  (two queries on one checkpoint must never overlap, so launching waits for the stop);
 - ``BACKOFF``: the last run failed: wait until ``until`` before launching again.
 
-Runs without a model-version tag were not launched by the supervisor (an operator's bounded
-backfill, say): they are waited for, never terminated.
+A promotion (or threshold change) never restarts a healthy run: the running stream re-reads
+the promotion pointer at the start of every micro-batch and applies it from the next one
+(``fraud_assets.core.stream.ScoringBatchWriter``). A run's model-version tag is only the
+version it was launched with.
 """
 
 import enum
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 
 class RunPhase(enum.Enum):
@@ -105,7 +104,6 @@ class Action(enum.Enum):
 
     SKIP = "skip"
     LAUNCH = "launch"
-    TERMINATE_AND_RELAUNCH = "terminate_and_relaunch"
     BACKOFF = "backoff"
 
 
@@ -117,8 +115,7 @@ class Decision:
     reason: str
     state: SupervisorState
     model_version: str | None = None
-    """The version to launch (LAUNCH) or switch to (TERMINATE_AND_RELAUNCH)."""
-    terminate_run_ids: tuple[str, ...] = field(default_factory=tuple)
+    """The promoted version when launching (it tags the run)."""
     until: float | None = None
     """BACKOFF: Unix seconds after which a launch is allowed."""
 
@@ -146,23 +143,6 @@ def decide(
     if promoted_version is None:
         return Decision(Action.SKIP, "no promoted model: the stream is not started", state)
 
-    outdated = tuple(
-        run.run_id
-        for run in alive
-        if run.phase is not RunPhase.STOPPING
-        and run.model_version is not None
-        and run.model_version != promoted_version
-    )
-    if outdated:
-        return Decision(
-            Action.TERMINATE_AND_RELAUNCH,
-            f"model {promoted_version} was promoted: stopping run(s) {', '.join(outdated)}; "
-            "the replacement starts on the same checkpoints once they have stopped",
-            state,
-            model_version=promoted_version,
-            terminate_run_ids=outdated,
-        )
-
     if alive:
         newest = alive[0]
         if (
@@ -177,8 +157,12 @@ def decide(
             RunPhase.RUNNING: "is running",
             RunPhase.STOPPING: "is stopping",
         }[newest.phase]
-        version = newest.model_version or "an untagged model version"
-        return Decision(Action.SKIP, f"run {newest.run_id} {verb} ({version})", state)
+        if newest.model_version in (None, promoted_version):
+            detail = newest.model_version or "an untagged model version"
+        else:
+            # Not a reason to restart: the run applies the promotion from its next batch.
+            detail = f"launched with {newest.model_version}, applying {promoted_version}"
+        return Decision(Action.SKIP, f"run {newest.run_id} {verb} ({detail})", state)
 
     last = runs[0] if runs else None
     if last is not None and last.phase is RunPhase.FAILED:

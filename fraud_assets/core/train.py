@@ -1,33 +1,171 @@
-"""Training: a Spark ML pipeline that turns a transaction into a fraud probability.
+"""Training: Spark ML pipelines that turn a transaction into a fraud probability.
 
-VectorAssembler -> StandardScaler -> LogisticRegression with class weights (the reference
-design). Frauds are 0.17% of the data, so each class gets half of the total weight: without
-it the model learns to say "not fraud".
+Every model is ``VectorAssembler -> StandardScaler -> <classifier>`` with the classifier one
+of logistic regression (class-weighted, the reference design), random forest or gradient-
+boosted trees. Trees do not need scaled inputs, but keeping the scaler gives every model the
+same structure (the per-alert explanations and the plain-python benchmark rely on it).
+
+Two protocols decide which rows train and which are held out:
+
+- ``time_ordered``: the earliest 80% by ``Time`` train, the last 20% are held out; what a
+  deployed model faces, and the protocol model selection uses;
+- ``random_80_20``: a seeded random 80/20 split, for comparison with the reference notebooks
+  (a random split lets the model see the future, so its numbers are optimistic).
+
+Within the training part, a validation slice (the last 20% of the training period, or a
+random 20% of it) chooses the hyper-parameters and the alert threshold; the chosen
+configuration is then refitted on the whole training part and evaluated once on the holdout.
 """
 
-from dataclasses import dataclass
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 from pyspark.ml import Pipeline, PipelineModel
-from pyspark.ml.classification import LogisticRegression
-from pyspark.ml.evaluation import BinaryClassificationEvaluator
+from pyspark.ml.classification import (
+    GBTClassifier,
+    LogisticRegression,
+    RandomForestClassifier,
+)
 from pyspark.ml.feature import StandardScaler, VectorAssembler
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from fraud_assets.core.contracts import FEATURE_COLUMNS, LABEL_COLUMN
+from fraud_assets.core.evaluate import (
+    ScoredSlice,
+    at_threshold,
+    average_precision,
+    ranking_metrics,
+    scored_slice,
+)
+from fraud_assets.core.selection import (
+    POLICIES,
+    PolicySettings,
+    display_thresholds,
+    evaluate_policies,
+    recommend,
+    threshold_sweep,
+)
 
 WEIGHT_COLUMN = "class_weight"
+
+ALGORITHMS: dict[str, str] = {
+    "lr": "logistic_regression",
+    "rf": "random_forest",
+    "gbt": "gradient_boosted_trees",
+}
+"""Short name (used in version names and configs) -> the name in metadata and reports."""
+
+PROTOCOLS: tuple[str, ...] = ("time_ordered", "random_80_20")
+
+SPLIT_SEED = 42
+"""The reference notebooks' seed for the random 80/20 split."""
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Hyper-parameters and the holdout protocol of one training run."""
+    """One model configuration: the algorithm, its hyper-parameters and the holdout size.
+
+    Only the fields of the chosen algorithm matter (see :meth:`params`).
+    """
 
     holdout_fraction: float = 0.2
+    algorithm: str = "lr"
+    class_weighted: bool | None = None
+    """Give each class half of the total weight; None: yes for ``lr``, no for trees (trees
+    rank frauds well without it and their probabilities stay calibrated)."""
+    negative_fraction: float = 1.0
+    """Fraction of the legitimate training rows kept (seeded), all frauds always kept.
+    Below 1 it makes tree ensembles several times cheaper to fit on 2 cores."""
     max_iter: int = 100
     reg_param: float = 0.0
     elastic_net_param: float = 0.0
+    num_trees: int = 100
+    rf_max_depth: int = 10
+    gbt_max_iter: int = 60
+    gbt_max_depth: int = 5
+    gbt_step_size: float = 0.1
+    max_bins: int = 32
+    min_instances_per_node: int = 1
+    seed: int = SPLIT_SEED
+
+    def __post_init__(self):
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(
+                f"unknown algorithm {self.algorithm!r}; choose one of {list(ALGORITHMS)}"
+            )
+        if not 0.0 < self.negative_fraction <= 1.0:
+            raise ValueError(f"negative_fraction must be in (0, 1], got {self.negative_fraction}")
+
+    @property
+    def is_class_weighted(self) -> bool:
+        return self.algorithm == "lr" if self.class_weighted is None else self.class_weighted
+
+    def params(self) -> dict[str, Any]:
+        """The hyper-parameters that shape this algorithm's model (for metadata and reports)."""
+        common = {
+            "class_weighted": self.is_class_weighted,
+            "negative_fraction": self.negative_fraction,
+        }
+        if self.algorithm == "lr":
+            specific = {
+                "max_iter": self.max_iter,
+                "reg_param": self.reg_param,
+                "elastic_net_param": self.elastic_net_param,
+            }
+        elif self.algorithm == "rf":
+            specific = {
+                "num_trees": self.num_trees,
+                "max_depth": self.rf_max_depth,
+                "max_bins": self.max_bins,
+                "min_instances_per_node": self.min_instances_per_node,
+                "seed": self.seed,
+            }
+        else:
+            specific = {
+                "max_iter": self.gbt_max_iter,
+                "max_depth": self.gbt_max_depth,
+                "step_size": self.gbt_step_size,
+                "max_bins": self.max_bins,
+                "min_instances_per_node": self.min_instances_per_node,
+                "seed": self.seed,
+            }
+        return {**specific, **common}
+
+
+SEARCH_SPACE: dict[str, tuple[dict[str, Any], ...]] = {
+    "lr": (
+        {"reg_param": 0.0},
+        {"reg_param": 0.001},
+        {"reg_param": 0.01},
+    ),
+    "rf": (
+        {"num_trees": 100, "rf_max_depth": 10, "negative_fraction": 0.25},
+        {"num_trees": 100, "rf_max_depth": 14, "negative_fraction": 0.25},
+    ),
+    "gbt": (
+        {"gbt_max_iter": 60, "gbt_max_depth": 5, "negative_fraction": 0.25},
+        {"gbt_max_iter": 100, "gbt_max_depth": 4, "negative_fraction": 0.25},
+    ),
+}
+"""The bounded hyper-parameter search of ``fraud-assets models``: 3 + 2 + 2 candidates per
+protocol, each fitted once on the fit slice and scored on the validation slice; the best
+(validation AP) is refitted on the whole training part. Budget: 7 + 3 fits per protocol."""
+
+
+def search_candidates(base: TrainingConfig, budget: int | None = None) -> list[TrainingConfig]:
+    """``base`` with each setting of :data:`SEARCH_SPACE` for its algorithm (at most ``budget``)."""
+    space = SEARCH_SPACE[base.algorithm][: budget if budget else None]
+    return [replace(base, **setting) for setting in space] or [base]
+
+
+# --- splits ---------------------------------------------------------------------------------
 
 
 def time_ordered_split(df: DataFrame, holdout_fraction: float) -> tuple[DataFrame, DataFrame]:
@@ -50,6 +188,35 @@ def time_ordered_split(df: DataFrame, holdout_fraction: float) -> tuple[DataFram
     return df.where(F.col("row_index") <= cutoff_index), df.where(F.col("row_index") > cutoff_index)
 
 
+def random_split(
+    df: DataFrame, holdout_fraction: float, seed: int = SPLIT_SEED
+) -> tuple[DataFrame, DataFrame]:
+    """A seeded random split: a row is held out when a hash of ``row_index`` says so.
+
+    A hash of the row (rather than ``randomSplit``, whose draw depends on partitioning)
+    holds out the same rows on every machine and every run.
+    """
+    if not 0.0 < holdout_fraction < 1.0:
+        raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
+    bucket = F.pmod(F.xxhash64(F.col("row_index"), F.lit(seed)), F.lit(1_000_000))
+    is_holdout = bucket < F.lit(round(holdout_fraction * 1_000_000))
+    return df.where(~is_holdout), df.where(is_holdout)
+
+
+def protocol_split(
+    df: DataFrame, protocol: str, holdout_fraction: float, seed: int = SPLIT_SEED
+) -> tuple[DataFrame, DataFrame]:
+    """``(train, holdout)`` of ``df`` under ``protocol``."""
+    if protocol == "time_ordered":
+        return time_ordered_split(df, holdout_fraction)
+    if protocol == "random_80_20":
+        return random_split(df, holdout_fraction, seed)
+    raise ValueError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
+
+
+# --- pipeline -------------------------------------------------------------------------------
+
+
 def with_class_weight(df: DataFrame) -> DataFrame:
     """Add ``class_weight``: ``n / (2 n_class)`` so both classes weigh the same in total."""
     counts = {
@@ -68,8 +235,51 @@ def with_class_weight(df: DataFrame) -> DataFrame:
     )
 
 
+def filter_negative_sample(df: DataFrame, fraction: float, seed: int = SPLIT_SEED) -> DataFrame:
+    """Every fraud and a seeded ``fraction`` of the legitimate rows (all rows at 1.0)."""
+    if fraction >= 1.0:
+        return df
+    bucket = F.pmod(F.xxhash64(F.col("row_index"), F.lit(seed + 7)), F.lit(1_000_000))
+    return df.where((F.col(LABEL_COLUMN) == 1) | (bucket < F.lit(round(fraction * 1_000_000))))
+
+
+def _classifier(config: TrainingConfig):
+    # probabilityCol and rawPredictionCol keep their defaults ("probability",
+    # "rawPrediction"): GBTClassifier's constructor does not accept them.
+    common = {
+        "featuresCol": "features",
+        "labelCol": LABEL_COLUMN,
+        "predictionCol": "model_prediction",
+    }
+    if config.is_class_weighted:
+        common["weightCol"] = WEIGHT_COLUMN
+    if config.algorithm == "lr":
+        return LogisticRegression(
+            maxIter=config.max_iter,
+            regParam=config.reg_param,
+            elasticNetParam=config.elastic_net_param,
+            **common,
+        )
+    tree = {
+        "maxBins": config.max_bins,
+        "minInstancesPerNode": config.min_instances_per_node,
+        "seed": config.seed,
+    }
+    if config.algorithm == "rf":
+        return RandomForestClassifier(
+            numTrees=config.num_trees, maxDepth=config.rf_max_depth, **tree, **common
+        )
+    return GBTClassifier(
+        maxIter=config.gbt_max_iter,
+        maxDepth=config.gbt_max_depth,
+        stepSize=config.gbt_step_size,
+        **tree,
+        **common,
+    )
+
+
 def build_pipeline(config: TrainingConfig) -> Pipeline:
-    """The unfitted scoring pipeline."""
+    """The unfitted scoring pipeline: assembler, scaler, classifier."""
     return Pipeline(
         stages=[
             # Inputs are validated (and bad messages dead-lettered) before the model, so a
@@ -80,24 +290,17 @@ def build_pipeline(config: TrainingConfig) -> Pipeline:
             StandardScaler(
                 inputCol="features_raw", outputCol="features", withMean=True, withStd=True
             ),
-            LogisticRegression(
-                featuresCol="features",
-                labelCol=LABEL_COLUMN,
-                weightCol=WEIGHT_COLUMN,
-                maxIter=config.max_iter,
-                regParam=config.reg_param,
-                elasticNetParam=config.elastic_net_param,
-                probabilityCol="probability",
-                rawPredictionCol="rawPrediction",
-                predictionCol="model_prediction",
-            ),
+            _classifier(config),
         ]
     )
 
 
 def fit(train: DataFrame, config: TrainingConfig) -> PipelineModel:
     """Fit the pipeline on ``train`` (which must hold both classes)."""
-    return build_pipeline(config).fit(train.transform(with_class_weight))
+    rows = filter_negative_sample(train, config.negative_fraction, config.seed)
+    if config.is_class_weighted:
+        rows = rows.transform(with_class_weight)
+    return build_pipeline(config).fit(rows)
 
 
 def fraud_probability(probability: Column) -> Column:
@@ -113,26 +316,208 @@ def with_fraud_prob(model: PipelineModel, df: DataFrame) -> DataFrame:
     )
 
 
-@dataclass(frozen=True)
-class HoldoutMetrics:
-    """Ranking quality on the holdout (threshold-free)."""
-
-    pr_auc: float
-    roc_auc: float
-    rows: int
-    frauds: int
+# --- one algorithm under one protocol -------------------------------------------------------
 
 
-def holdout_metrics(scored: DataFrame) -> HoldoutMetrics:
-    """PR-AUC (Spark's trapezoidal ``areaUnderPR``) and ROC-AUC of ``fraud_prob``."""
-    evaluator = BinaryClassificationEvaluator(
-        rawPredictionCol="fraud_prob", labelCol=LABEL_COLUMN, metricName="areaUnderPR"
+@dataclass
+class ProtocolRun:
+    """One algorithm trained and evaluated under one protocol.
+
+    ``model`` was refitted on the whole training part with ``config``; ``validation`` holds
+    the scores of the model fitted without the validation slice (what thresholds are chosen
+    on) and ``holdout`` the refitted model's scores on the holdout (what is reported).
+    """
+
+    protocol: str
+    config: TrainingConfig
+    model: PipelineModel
+    validation: ScoredSlice
+    holdout: ScoredSlice
+    search: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    train_rows: int = 0
+    train_frauds: int = 0
+    validation_slice: str = ""
+    """How the validation slice was drawn (the protocol's own way unless it lacked frauds)."""
+
+    @property
+    def algorithm(self) -> str:
+        return self.config.algorithm
+
+
+MIN_VALIDATION_FRAUDS = 5
+"""Fewest frauds a validation slice needs for thresholds to be chosen on it."""
+
+
+def train_protocol(
+    audited: DataFrame,
+    protocol: str,
+    candidates: Sequence[TrainingConfig],
+    validation_fraction: float = 0.2,
+) -> ProtocolRun:
+    """Search ``candidates`` on the validation slice, refit the best, score the holdout.
+
+    Every candidate must be the same algorithm with the same holdout fraction.
+    """
+    if not candidates:
+        raise ValueError("no candidate configuration to train")
+    first = candidates[0]
+    started = time.monotonic()
+    train, holdout = protocol_split(audited, protocol, first.holdout_fraction, first.seed)
+    train = train.cache()
+    fit_part, validation_part = protocol_split(train, protocol, validation_fraction, first.seed + 1)
+    validation_slice = protocol
+    if validation_part.where(F.col(LABEL_COLUMN) == 1).count() < MIN_VALIDATION_FRAUDS:
+        # Thresholds are chosen by precision/recall on this slice: without frauds in it no
+        # policy can be evaluated. A sample whose frauds cluster in time (a test subset, a
+        # quiet period) gets a seeded random slice of the same training rows instead; the
+        # holdout, and so every reported figure, is unchanged.
+        fit_part, validation_part = random_split(train, validation_fraction, first.seed + 1)
+        validation_slice = "random_80_20 (the time-ordered slice had too few frauds)"
+    fit_part, validation_part = fit_part.cache(), validation_part.cache()
+    try:
+        search, best = [], None
+        for config in candidates:
+            candidate_started = time.monotonic()
+            scores = scored_slice(fit(fit_part, config), validation_part)
+            ap = average_precision(scores.labels, scores.scores)
+            search.append(
+                {
+                    "params": config.params(),
+                    "validation_average_precision": ap,
+                    "seconds": round(time.monotonic() - candidate_started, 1),
+                }
+            )
+            if best is None or ap > best[0]:
+                best = (ap, config, scores)
+        _, config, validation = best
+        model = fit(train, config)
+        holdout_scores = scored_slice(model, holdout)
+        counts = train.agg(F.count(F.lit(1)), F.sum(LABEL_COLUMN)).first()
+    finally:
+        for df in (train, fit_part, validation_part):
+            df.unpersist()
+    return ProtocolRun(
+        protocol=protocol,
+        config=config,
+        model=model,
+        validation=validation,
+        holdout=holdout_scores,
+        search=search,
+        train_seconds=round(time.monotonic() - started, 1),
+        train_rows=int(counts[0]),
+        train_frauds=int(counts[1] or 0),
+        validation_slice=validation_slice,
     )
-    labelled = scored.withColumn(LABEL_COLUMN, F.col(LABEL_COLUMN).cast("double"))
-    counts = scored.agg(F.count(F.lit(1)), F.sum(LABEL_COLUMN)).first()
-    return HoldoutMetrics(
-        pr_auc=evaluator.evaluate(labelled),
-        roc_auc=evaluator.setMetricName("areaUnderROC").evaluate(labelled),
-        rows=int(counts[0]),
-        frauds=int(counts[1] or 0),
-    )
+
+
+def folder_fingerprint(folder: Path, pattern: str = "*.parquet") -> str:
+    """SHA-256 over a table folder's files (names and bytes), for lineage."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).glob(pattern)):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def config_dict(config: TrainingConfig) -> dict[str, Any]:
+    """Every field of ``config`` (what ``TrainingConfig(**d)`` rebuilds)."""
+    return asdict(config)
+
+
+# --- reports --------------------------------------------------------------------------------
+
+
+def run_report(
+    run: ProtocolRun, settings: PolicySettings, policy: str = "max_f1", resamples: int = 1000
+) -> dict[str, Any]:
+    """Everything worth keeping about ``run``, as JSON-ready values.
+
+    ``policies`` has one row per threshold policy (chosen on validation, measured on both
+    slices); ``recommended`` is ``policy``'s row measured on the holdout, or None with a
+    ``recommended_error`` when that policy cannot be met.
+    """
+    holdout = ranking_metrics(run.holdout, settings.alerts_per_day, resamples=resamples)
+    choices = evaluate_policies(run.validation, settings)
+    policies = []
+    for name in POLICIES:
+        choice = choices[name]
+        row: dict[str, Any] = {"policy": name, "met": choice is not None}
+        if choice is not None:
+            measured = at_threshold(run.holdout, choice.threshold)
+            row.update(
+                threshold=choice.threshold,
+                validation_precision=choice.precision,
+                validation_recall=choice.recall,
+                validation_alerts=choice.alerts,
+                holdout_precision=measured.precision,
+                holdout_recall=measured.recall,
+                holdout_alerts=measured.alerts,
+                expected_cost=choice.expected_cost,
+            )
+        policies.append(row)
+    recommended, error = None, None
+    try:
+        choice = recommend(choices, policy)
+        measured = at_threshold(run.holdout, choice.threshold)
+        p, r = measured.precision, measured.recall
+        recommended = {
+            "threshold": choice.threshold,
+            "policy": choice.policy,
+            "precision": p,
+            "recall": r,
+            "f1": 2 * p * r / (p + r) if measured.tp else 0.0,
+            "alerts": measured.alerts,
+            "validation_precision": choice.precision,
+            "validation_recall": choice.recall,
+        }
+    except ValueError as failure:
+        error = str(failure)
+    sweep = threshold_sweep(run.holdout, display_thresholds(run.holdout.scores))
+    return {
+        "model": run.algorithm,
+        "algorithm": ALGORITHMS[run.algorithm],
+        "protocol": run.protocol,
+        "params": run.config.params(),
+        "config": config_dict(run.config),
+        "search": run.search,
+        "train_seconds": run.train_seconds,
+        "train_rows": run.train_rows,
+        "train_frauds": run.train_frauds,
+        "holdout": holdout.as_dict(),
+        "validation": {
+            "average_precision": average_precision(run.validation.labels, run.validation.scores),
+            "rows": run.validation.rows,
+            "slice": run.validation_slice,
+            "frauds": run.validation.frauds,
+            "days": round(run.validation.days, 4),
+        },
+        "policy_settings": asdict(settings),
+        "policies": policies,
+        "recommended": recommended,
+        "recommended_error": error,
+        "holdout_sweep": json.loads(sweep.to_json(orient="records")),
+    }
+
+
+def comparison_entry(report: dict[str, Any]) -> dict[str, Any]:
+    """One row of ``comparison.json`` (model x protocol) from a :func:`run_report`."""
+    holdout, recommended = report["holdout"], report["recommended"] or {}
+    return {
+        "model": report["model"],
+        "protocol": report["protocol"],
+        "average_precision": holdout["average_precision"],
+        "ap_formula": holdout["ap_formula"],
+        "ap_trapezoid": holdout["ap_trapezoid"],
+        "ap_ci_low": holdout["ap_ci_low"],
+        "ap_ci_high": holdout["ap_ci_high"],
+        "roc_auc": holdout["roc_auc"],
+        "threshold": recommended.get("threshold"),
+        "policy": recommended.get("policy"),
+        "precision": recommended.get("precision"),
+        "recall": recommended.get("recall"),
+        "precision_at_budget": holdout["precision_at_budget"],
+        "alerts_per_day": holdout["alerts_per_day"],
+        "validation_average_precision": report["validation"]["average_precision"],
+        "train_seconds": report["train_seconds"],
+    }

@@ -110,9 +110,7 @@ def alerts_audit(project: ProjectResource, spark: SparkResource, kafka: KafkaRes
     settings = kafka.settings
     paths = project.stream_paths
     session = spark.session()
-    records = read_topic(
-        settings.bootstrap_servers, settings.topics.alerts, timeout_s=KAFKA_READ_TIMEOUT_SECONDS
-    )
+    records = read_topic(settings, settings.topics.alerts, timeout_s=KAFKA_READ_TIMEOUT_SECONDS)
     kafka_ids: list[str] = []
     malformed = 0
     for record in records:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 from dagster_pyspark import LazyPySparkResource
+from pydantic import Field
 from pyspark.sql import SparkSession
 
 from fraud_assets.core.paths import ProjectPaths
@@ -62,6 +63,16 @@ class KafkaResource(dg.ConfigurableResource):
     alerts_topic: str = Topics.alerts
     dead_letter_topic: str = Topics.dead_letter
     kpis_topic: str = Topics.kpis
+    security_protocol: str = "PLAINTEXT"
+    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
+    sasl_mechanism: str = "PLAIN"
+    """PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL protocols only)."""
+    sasl_username: str = ""
+    # Bound from dg.EnvVar, so the UI shows the variable's name, never the value; repr=False
+    # keeps a directly given value out of reprs and logs too.
+    sasl_password: str = Field(default="", repr=False)
+    ssl_cafile: str = ""
+    """PEM file of the CA that signed the brokers' certificates (SSL protocols only)."""
 
     @property
     def settings(self) -> KafkaSettings:
@@ -74,6 +85,11 @@ class KafkaResource(dg.ConfigurableResource):
                 dead_letter=self.dead_letter_topic,
                 kpis=self.kpis_topic,
             ),
+            security_protocol=self.security_protocol,
+            sasl_mechanism=self.sasl_mechanism,
+            sasl_username=self.sasl_username,
+            sasl_password=self.sasl_password,
+            ssl_cafile=self.ssl_cafile,
         )
 
 
@@ -81,9 +97,18 @@ class SparkResource(dg.ConfigurableResource):
     """The process's Spark session, built by dagster-pyspark from fraud_assets' conf."""
 
     master: str = "local[*]"
+    """``local[*]``, or a cluster: ``spark://host:7077``, ``k8s://https://...``, ``yarn``."""
     driver_memory: str = "4g"
     shuffle_partitions: int = 4
     home: str = "."
+    executor_memory: str = ""
+    """Heap of each executor on a cluster; empty: Spark's default (1g)."""
+    executor_cores: int = 0
+    """Cores of each executor on a cluster; 0: Spark's default."""
+    cores_max: int = 0
+    """Cores the application may take from a standalone cluster; 0: no limit."""
+    driver_host: str = "127.0.0.1"
+    """Address executors use to reach the driver (routable when they run elsewhere)."""
 
     @property
     def settings(self) -> SparkSettings:
@@ -92,6 +117,10 @@ class SparkResource(dg.ConfigurableResource):
             driver_memory=self.driver_memory,
             shuffle_partitions=self.shuffle_partitions,
             connector_jars_dir=ProjectPaths.at(self.home).spark_jars_dir,
+            executor_memory=self.executor_memory,
+            executor_cores=self.executor_cores,
+            cores_max=self.cores_max,
+            driver_host=self.driver_host,
         )
 
     def session(self) -> SparkSession:
@@ -126,12 +155,21 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             alerts_topic=_env("FRAUD_TOPIC_ALERTS", Topics.alerts),
             dead_letter_topic=_env("FRAUD_TOPIC_DEAD_LETTER", Topics.dead_letter),
             kpis_topic=_env("FRAUD_TOPIC_KPIS", Topics.kpis),
+            security_protocol=_env("FRAUD_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+            sasl_mechanism=_env("FRAUD_KAFKA_SASL_MECHANISM", "PLAIN"),
+            sasl_username=_env("FRAUD_KAFKA_SASL_USERNAME", ""),
+            sasl_password=_env("FRAUD_KAFKA_SASL_PASSWORD", ""),
+            ssl_cafile=_env("FRAUD_KAFKA_SSL_CAFILE", ""),
         ),
         "spark": SparkResource(
             master=_env("FRAUD_SPARK_MASTER", "local[*]"),
             driver_memory=_env("FRAUD_SPARK_DRIVER_MEMORY", "4g"),
             shuffle_partitions=_env_int("FRAUD_SPARK_SHUFFLE_PARTITIONS", 4),
             home=home,
+            executor_memory=_env("FRAUD_SPARK_EXECUTOR_MEMORY", ""),
+            executor_cores=_env_int("FRAUD_SPARK_EXECUTOR_CORES", 0),
+            cores_max=_env_int("FRAUD_SPARK_CORES_MAX", 0),
+            driver_host=_env("FRAUD_SPARK_DRIVER_HOST", "127.0.0.1"),
         ),
     }
 

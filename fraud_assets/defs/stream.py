@@ -11,6 +11,7 @@ import dagster as dg
 from pyspark.sql import SparkSession
 
 from fraud_assets.core.kpis import KpiBatchWriter, KpiSettings, kpi_overview, start_kpi_query
+from fraud_assets.core.registry import check_compatible
 from fraud_assets.core.spark import require_connector_jars
 from fraud_assets.core.stream import (
     ScoringBatchWriter,
@@ -74,7 +75,7 @@ class ScoringStreamConfig(dg.Config):
     max_offsets_per_trigger: int = 100_000
     report_every_seconds: float = 30.0
     """How often the op records materializations of the tables while it runs."""
-    watermark_delay: str = "2 minutes"
+    watermark_delay: str = KpiSettings.watermark_delay
     """How late (in event time) a transaction may arrive and still count in its KPI window."""
 
 
@@ -137,22 +138,27 @@ def run_scoring_stream(
     spark: SparkResource,
 ) -> dg.Output[dict]:
     kafka_settings = kafka.settings
-    check_broker_reachable(kafka_settings.bootstrap_servers)
+    check_broker_reachable(kafka_settings)
     require_connector_jars(project.paths.spark_jars_dir)
     registry = project.registry
     promotion = registry.require_promoted()
+    check_compatible(registry.metadata(promotion.version))
     # The session first: loading a PipelineModel needs an active Spark session, and a run
     # launched by the daemon starts in a fresh process that has none yet.
     session = spark.session()
     model = registry.load(promotion.version)
-    writer = ScoringBatchWriter(session, kafka_settings, project.stream_paths, model, promotion)
+    # With the registry, every micro-batch follows the promotion pointer: a threshold change or
+    # a newly promoted model applies from the next micro-batch, without a restart.
+    writer = ScoringBatchWriter(
+        session, kafka_settings, project.stream_paths, model, promotion, registry=registry
+    )
     settings = StreamSettings(
         trigger_interval=config.trigger_interval,
         max_offsets_per_trigger=config.max_offsets_per_trigger,
     )
     context.log.info(
         f"scoring with {promotion.version} at threshold {promotion.threshold} "
-        f"from {kafka_settings.bootstrap_servers} ({'bounded' if config.bounded else 'unbounded'})"
+        f"from {kafka_settings.describe()} ({'bounded' if config.bounded else 'unbounded'})"
     )
     paths = project.stream_paths
     kpi_settings = KpiSettings(watermark_delay=config.watermark_delay)
@@ -218,8 +224,8 @@ def run_scoring_stream(
             "scored": totals.scored,
             "alerts": totals.alerts,
             "invalid": totals.invalid,
-            "model_version": promotion.version,
-            "threshold": promotion.threshold,
+            "model_version": writer.promotion.version,
+            "threshold": writer.promotion.threshold,
             "kpi_windows": kpi_writer.windows if kpi_writer else 0,
         }
     )

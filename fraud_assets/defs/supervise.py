@@ -1,6 +1,6 @@
 """Supervise: keep one scoring stream alive, and digest new alerts as they arrive.
 
-The sensors only decide, launch and terminate; a tick never runs the stream (ticks time out
+The sensors only decide and launch; a tick never runs the stream (ticks time out
 after 60 s). The decision logic lives in ``fraud_assets.core.supervision``.
 """
 
@@ -65,23 +65,13 @@ def stream_runs(instance: dg.DagsterInstance, limit: int = RECENT_RUNS) -> list[
     return runs
 
 
-def terminate_run(instance: dg.DagsterInstance, run_id: str) -> bool:
-    """Ask Dagster to stop a run (dequeue it, or terminate its process); True when sent."""
-    run = instance.get_run_by_id(run_id)
-    if run is None or run.is_finished:
-        return False
-    # The run coordinator cancels a queued run itself and hands a started one to the run
-    # launcher, which marks it CANCELING and interrupts the op (the query stops in `finally`).
-    return bool(instance.run_coordinator.cancel_run(run_id))
-
-
 @dg.sensor(
     job=scoring_stream,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Keeps exactly one scoring stream alive while a model is promoted: launches "
-    "it, relaunches it after a failure (backoff 30 s .. 10 min), and restarts it on the same "
-    "checkpoints when a new model version is promoted.",
+    "it and relaunches it after a failure (backoff 30 s .. 10 min). A promotion or threshold "
+    "change does not restart it: the running stream applies it from its next micro-batch.",
 )
 def stream_supervisor(context: dg.SensorEvaluationContext, project: ProjectResource):
     promotion = project.registry.promoted()
@@ -104,19 +94,6 @@ def stream_supervisor(context: dg.SensorEvaluationContext, project: ProjectResou
             run_config=UNBOUNDED_RUN_CONFIG,
             tags={STREAM_TAG: "scoring", MODEL_VERSION_TAG: decision.model_version},
         )
-    if decision.action is Action.TERMINATE_AND_RELAUNCH:
-        not_sent = [
-            run_id
-            for run_id in decision.terminate_run_ids
-            if not terminate_run(context.instance, run_id)
-        ]
-        suffix = (
-            f" (termination not accepted for {', '.join(not_sent)}; the next tick looks again)"
-            if not_sent
-            else ""
-        )
-        context.log.info(decision.reason + suffix)
-        return dg.SkipReason(decision.reason + suffix)
     return dg.SkipReason(decision.reason)
 
 

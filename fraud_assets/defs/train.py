@@ -1,34 +1,84 @@
-"""Train: a fraud model fitted on the earliest 80% of audited transactions."""
-
-import hashlib
+"""Train: fraud models fitted on the earliest 80% of audited transactions, one per algorithm."""
 
 import dagster as dg
+import pandas as pd
 import pyspark
+from pydantic import Field
 
 from fraud_assets.core import train
 from fraud_assets.core.contracts import AUDITED_TRANSACTIONS_SCHEMA, FEATURE_COLUMNS
-from fraud_assets.core.registry import new_version
+from fraud_assets.core.registry import new_version, write_json_atomic
+from fraud_assets.core.selection import POLICIES, PolicySettings
 from fraud_assets.core.tables import read_table
 from fraud_assets.defs.audit import audited_transactions
+from fraud_assets.defs.metadata import png, table
 from fraud_assets.defs.resources import ProjectResource, SparkResource
+from fraud_assets.modeling.plots import pr_curves_png
+
+LATEST_TRAINING_FILE = "latest_training.json"
+"""The versions the last ``fraud_model`` materialization saved (what model_selection ranks)."""
 
 
 class TrainingRunConfig(dg.Config):
-    """Hyper-parameters of one training run."""
+    """What one training run fits: algorithms, protocols, sizes and threshold policy.
 
+    The defaults are what the demo trains on the full data; tests restrict them, e.g.
+    ``algorithms: ["lr"]`` or ``num_trees: 20``.
+    """
+
+    algorithms: list[str] = Field(default=["lr", "rf"], description="subset of lr, rf, gbt")
+    protocols: list[str] = Field(
+        default=["time_ordered"],
+        description="time_ordered (always; its model is the one saved) and random_80_20 for "
+        "comparison",
+    )
+    search: bool = Field(
+        default=False, description="run the bounded search of train.SEARCH_SPACE (slower)"
+    )
     holdout_fraction: float = 0.2
     max_iter: int = 100
     reg_param: float = 0.0
     elastic_net_param: float = 0.0
+    num_trees: int = 60
+    rf_max_depth: int = 10
+    gbt_max_iter: int = 40
+    gbt_max_depth: int = 5
+    tree_negative_fraction: float = Field(
+        default=0.25, description="share of legitimate rows trees are fitted on (all frauds)"
+    )
+    policy: str = Field(default="max_f1", description=f"recommended policy, one of {POLICIES}")
+    min_precision: float = PolicySettings.min_precision
+    alerts_per_day: float = PolicySettings.alerts_per_day
+    review_cost: float = PolicySettings.review_cost
+    bootstrap_resamples: int = 1000
+
+    def training_config(self, algorithm: str) -> train.TrainingConfig:
+        return train.TrainingConfig(
+            algorithm=algorithm,
+            holdout_fraction=self.holdout_fraction,
+            max_iter=self.max_iter,
+            reg_param=self.reg_param,
+            elastic_net_param=self.elastic_net_param,
+            num_trees=self.num_trees,
+            rf_max_depth=self.rf_max_depth,
+            gbt_max_iter=self.gbt_max_iter,
+            gbt_max_depth=self.gbt_max_depth,
+            negative_fraction=1.0 if algorithm == "lr" else self.tree_negative_fraction,
+        )
+
+    @property
+    def policy_settings(self) -> PolicySettings:
+        return PolicySettings(self.min_precision, self.alerts_per_day, self.review_cost)
 
 
-def audited_data_fingerprint(project: ProjectResource) -> str:
-    """SHA-256 over the audited table's Parquet files (names and bytes), for lineage."""
-    digest = hashlib.sha256()
-    for path in sorted(project.table("audited_transactions").glob("*.parquet")):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+def _validate(config: TrainingRunConfig) -> None:
+    unknown = set(config.algorithms) - set(train.ALGORITHMS)
+    if not config.algorithms or unknown:
+        raise ValueError(f"algorithms must be a non-empty subset of {list(train.ALGORITHMS)}")
+    if "time_ordered" not in config.protocols or set(config.protocols) - set(train.PROTOCOLS):
+        raise ValueError(f"protocols must include time_ordered and be among {train.PROTOCOLS}")
+    if config.policy not in POLICIES:
+        raise ValueError(f"policy must be one of {POLICIES}, got {config.policy!r}")
 
 
 @dg.asset(
@@ -36,50 +86,84 @@ def audited_data_fingerprint(project: ProjectResource) -> str:
     kinds={"spark", "sparkml"},
     deps=[audited_transactions],
     description=(
-        "A versioned Spark ML PipelineModel (VectorAssembler -> StandardScaler -> "
-        "class-weighted LogisticRegression) trained on the earliest 80% of transactions."
+        "Versioned Spark ML PipelineModels (VectorAssembler -> StandardScaler -> logistic "
+        "regression, random forest or gradient-boosted trees), one per configured algorithm, "
+        "trained on the earliest 80% of transactions; thresholds chosen on a validation "
+        "slice, metrics measured once on the last 20%."
     ),
 )
 def fraud_model(
     config: TrainingRunConfig, project: ProjectResource, spark: SparkResource
 ) -> dg.MaterializeResult:
+    _validate(config)
     session = spark.session()
     audited = read_table(
         session, project.table("audited_transactions"), AUDITED_TRANSACTIONS_SCHEMA
-    )
-    training = train.TrainingConfig(
-        holdout_fraction=config.holdout_fraction,
-        max_iter=config.max_iter,
-        reg_param=config.reg_param,
-        elastic_net_param=config.elastic_net_param,
-    )
-    train_df, holdout_df = train.time_ordered_split(audited, training.holdout_fraction)
-    model = train.fit(train_df.cache(), training)
-    metrics = train.holdout_metrics(train.with_fraud_prob(model, holdout_df))
-    train_df.unpersist()
-    version = new_version("lr")
-    path = project.registry.save(
-        version,
-        model,
-        {
-            "algorithm": "logistic_regression",
-            "features": list(FEATURE_COLUMNS),
-            "training": training.__dict__,
-            "protocol": "time_ordered",
-            "holdout": {"rows": metrics.rows, "frauds": metrics.frauds},
-            "metrics": {"pr_auc": metrics.pr_auc, "roc_auc": metrics.roc_auc},
-            "training_data_sha256": audited_data_fingerprint(project),
-            "spark_version": pyspark.__version__,
-        },
-    )
+    ).cache()
+    fingerprint = train.folder_fingerprint(project.table("audited_transactions"))
+    registry = project.registry
+    versions, comparison, curves, metadata = [], [], {}, {}
+    for algorithm in config.algorithms:
+        base = config.training_config(algorithm)
+        candidates = train.search_candidates(base) if config.search else [base]
+        reports = {}
+        for protocol in config.protocols:
+            run = train.train_protocol(audited, protocol, candidates)
+            reports[protocol] = train.run_report(
+                run, config.policy_settings, config.policy, config.bootstrap_resamples
+            )
+            comparison.append(train.comparison_entry(reports[protocol]))
+            if protocol == "time_ordered":
+                deployable = run
+        report = reports["time_ordered"]
+        recommended = report["recommended"] or {}
+        version = new_version(algorithm)
+        registry.save(
+            version,
+            deployable.model,
+            {
+                "algorithm": train.ALGORITHMS[algorithm],
+                "model": algorithm,
+                "features": list(FEATURE_COLUMNS),
+                "params": report["params"],
+                "training": report["config"],
+                "protocol": "time_ordered",
+                "holdout": {
+                    "rows": report["holdout"]["rows"],
+                    "frauds": report["holdout"]["frauds"],
+                },
+                "metrics": {
+                    "pr_auc": report["holdout"]["average_precision"],
+                    "average_precision": report["holdout"]["average_precision"],
+                    "roc_auc": report["holdout"]["roc_auc"],
+                },
+                "metrics_by_protocol": {p: r["holdout"] for p, r in reports.items()},
+                "validation": report["validation"],
+                "threshold": recommended.get("threshold"),
+                "policy": recommended.get("policy"),
+                "report": report,
+                "comparison": [train.comparison_entry(r) for r in reports.values()],
+                "training_data_sha256": fingerprint,
+                "spark_version": pyspark.__version__,
+            },
+        )
+        versions.append(version)
+        curves[algorithm] = pd.DataFrame(report["holdout_sweep"])
+        metadata[f"{algorithm}_version"] = version
+        metadata[f"{algorithm}_average_precision"] = dg.MetadataValue.float(
+            report["holdout"]["average_precision"]
+        )
+        metadata[f"{algorithm}_policies"] = table(pd.DataFrame(report["policies"]).round(4))
+    audited.unpersist()
+    write_json_atomic(project.paths.models_dir / LATEST_TRAINING_FILE, {"versions": versions})
     return dg.MaterializeResult(
         metadata={
-            "model_version": version,
-            "pr_auc": dg.MetadataValue.float(metrics.pr_auc),
-            "roc_auc": dg.MetadataValue.float(metrics.roc_auc),
-            "holdout_rows": metrics.rows,
-            "holdout_frauds": metrics.frauds,
+            **metadata,
+            "versions": dg.MetadataValue.json(versions),
+            "comparison": table(pd.DataFrame(comparison).drop(columns=["ap_formula"]).round(4)),
+            "ap_formula": train.comparison_entry(report)["ap_formula"],
+            "pr_curves": png(pr_curves_png(curves, "holdout (time-ordered)"), "PR curves"),
             "protocol": "time-ordered 80/20 (earliest 80% by Time trains)",
-            "path": dg.MetadataValue.path(str(path)),
+            "training_data_sha256": fingerprint,
         }
     )

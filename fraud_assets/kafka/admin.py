@@ -3,6 +3,10 @@
 kafka-python waits 30 s by default when no broker answers; every call here first tries a
 raw TCP connection with a short timeout and then bounds the client's own timeouts, so an
 operator learns within seconds that Kafka is down.
+
+Every function takes ``bootstrap_servers`` as either a ``host:port[,host:port...]`` string
+(a plaintext cluster) or a whole :class:`~fraud_assets.core.settings.KafkaSettings`, whose
+security settings (TLS, SASL) then reach the client through ``client_kwargs()``.
 """
 
 import contextlib
@@ -20,6 +24,14 @@ log = logging.getLogger(__name__)
 
 class BrokerUnreachableError(RuntimeError):
     """No Kafka broker answers at the configured bootstrap servers."""
+
+
+class BrokerAuthenticationError(BrokerUnreachableError):
+    """A broker accepts TCP connections but refuses this client.
+
+    With TLS or SASL configured this almost always means wrong credentials, mechanism or CA
+    file (the broker just closes the connection, so the client cannot tell for sure).
+    """
 
 
 class TopicError(RuntimeError):
@@ -67,6 +79,21 @@ def parse_bootstrap_servers(bootstrap_servers: str) -> list[tuple[str, int]]:
     return addresses
 
 
+def _is_authentication_failure(detail: str) -> bool:
+    """Whether a client failure text means bad credentials or TLS, not a missing broker."""
+    markers = ("Authentication", "SaslAuth", "SSLError", "CERTIFICATE_VERIFY_FAILED")
+    return any(marker in detail for marker in markers)
+
+
+def _authentication_message(settings: KafkaSettings, detail: str) -> str:
+    return (
+        f"Kafka at {settings.describe()} accepts connections but rejected this client "
+        f"({detail}); the credentials, SASL mechanism or TLS settings are probably wrong: "
+        "check FRAUD_KAFKA_SECURITY_PROTOCOL, FRAUD_KAFKA_SASL_MECHANISM, "
+        "FRAUD_KAFKA_SASL_USERNAME, FRAUD_KAFKA_SASL_PASSWORD and FRAUD_KAFKA_SSL_CAFILE"
+    )
+
+
 def _unreachable_message(bootstrap_servers: str, detail: str) -> str:
     return (
         f"Kafka is not reachable at {bootstrap_servers} ({detail}): start it with "
@@ -87,13 +114,13 @@ def _tcp_problem(bootstrap_servers: str, timeout_s: float) -> str | None:
 
 
 @contextlib.contextmanager
-def admin_client(bootstrap_servers: str, timeout_s: float = 10.0) -> Iterator[Any]:
+def admin_client(bootstrap_servers: str | KafkaSettings, timeout_s: float = 10.0) -> Iterator[Any]:
     """A kafka-python ``KafkaAdminClient`` whose waits are bounded by ``timeout_s``."""
     from kafka import KafkaAdminClient
 
     timeout_ms = max(1000, int(timeout_s * 1000))
     client = KafkaAdminClient(
-        bootstrap_servers=bootstrap_servers.split(","),
+        **KafkaSettings.of(bootstrap_servers).client_kwargs(),
         client_id="fraud-assets-admin",
         request_timeout_ms=timeout_ms,
         bootstrap_timeout_ms=timeout_ms,
@@ -105,7 +132,7 @@ def admin_client(bootstrap_servers: str, timeout_s: float = 10.0) -> Iterator[An
         client.close()
 
 
-def broker_serves_metadata(bootstrap_servers: str, timeout_s: float) -> str | None:
+def broker_serves_metadata(bootstrap_servers: str | KafkaSettings, timeout_s: float) -> str | None:
     """``None`` if the cluster answers a metadata request listing a broker, else why not."""
     try:
         with admin_client(bootstrap_servers, timeout_s) as client:
@@ -117,23 +144,31 @@ def broker_serves_metadata(bootstrap_servers: str, timeout_s: float) -> str | No
     return None
 
 
-def check_broker_reachable(bootstrap_servers: str, timeout_s: float = 5.0) -> None:
+def check_broker_reachable(bootstrap_servers: str | KafkaSettings, timeout_s: float = 5.0) -> None:
     """Fail fast if no broker serves metadata at ``bootstrap_servers``.
 
     Raises:
+        BrokerAuthenticationError: A broker answers but rejects the credentials or TLS.
         BrokerUnreachableError: Within about ``timeout_s`` seconds, with what to do.
     """
+    settings = KafkaSettings.of(bootstrap_servers)
+    servers = settings.bootstrap_servers
     deadline = time.monotonic() + timeout_s
-    problem = _tcp_problem(bootstrap_servers, timeout_s=min(2.0, timeout_s))
+    problem = _tcp_problem(servers, timeout_s=min(2.0, timeout_s))
     if problem is not None:
-        raise BrokerUnreachableError(_unreachable_message(bootstrap_servers, problem))
+        raise BrokerUnreachableError(_unreachable_message(servers, problem))
     remaining = max(1.0, deadline - time.monotonic())
-    problem = broker_serves_metadata(bootstrap_servers, remaining)
+    problem = broker_serves_metadata(settings, remaining)
+    secured = settings.security_protocol != "PLAINTEXT"
+    if problem is not None and (secured or _is_authentication_failure(problem)):
+        # TCP works but the client is refused: a broker rejecting a SASL login or a TLS
+        # handshake just closes the connection, so kafka-python reports a timeout.
+        raise BrokerAuthenticationError(_authentication_message(settings, problem))
     if problem is not None:
-        raise BrokerUnreachableError(_unreachable_message(bootstrap_servers, problem))
+        raise BrokerUnreachableError(_unreachable_message(servers, problem))
 
 
-def wait_for_broker(bootstrap_servers: str, timeout_s: float = 60.0) -> None:
+def wait_for_broker(bootstrap_servers: str | KafkaSettings, timeout_s: float = 60.0) -> None:
     """Block until a broker serves metadata at ``bootstrap_servers``.
 
     Raises:
@@ -151,13 +186,15 @@ def wait_for_broker(bootstrap_servers: str, timeout_s: float = 60.0) -> None:
         time.sleep(0.5)
 
 
-def list_topics(bootstrap_servers: str, timeout_s: float = 10.0) -> list[str]:
+def list_topics(bootstrap_servers: str | KafkaSettings, timeout_s: float = 10.0) -> list[str]:
     """Names of the non-internal topics, sorted."""
     with admin_client(bootstrap_servers, timeout_s) as client:
         return sorted(name for name in client.list_topics() if not name.startswith("__"))
 
 
-def topic_partitions(bootstrap_servers: str, timeout_s: float = 10.0) -> dict[str, int]:
+def topic_partitions(
+    bootstrap_servers: str | KafkaSettings, timeout_s: float = 10.0
+) -> dict[str, int]:
     """Partition count of every non-internal topic."""
     with admin_client(bootstrap_servers, timeout_s) as client:
         return _partition_counts(client)
@@ -174,7 +211,7 @@ def _partition_counts(client: Any, names: Iterable[str] | None = None) -> dict[s
 
 
 def ensure_topics(
-    bootstrap_servers: str, specs: Iterable[TopicSpec], timeout_s: float = 30.0
+    bootstrap_servers: str | KafkaSettings, specs: Iterable[TopicSpec], timeout_s: float = 30.0
 ) -> list[str]:
     """Create the missing topics of ``specs`` and wait until all are usable.
 
@@ -243,7 +280,9 @@ def ensure_topics(
     return created
 
 
-def delete_topics(bootstrap_servers: str, names: Iterable[str], timeout_s: float = 30.0) -> None:
+def delete_topics(
+    bootstrap_servers: str | KafkaSettings, names: Iterable[str], timeout_s: float = 30.0
+) -> None:
     """Delete topics (tests clean up with it); missing topics are ignored."""
     names = list(names)
     if not names:

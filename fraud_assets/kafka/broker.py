@@ -1,7 +1,10 @@
-"""A real single-node Apache Kafka broker (KRaft), started from the Maven Central jars.
+"""A real Apache Kafka broker (KRaft), started from the Maven Central jars.
 
 The broker runs as one JVM (``kafka.Kafka``) in combined ``broker,controller`` mode, bound
-to loopback. Its whole state lives in one folder (``var/kafka`` by default):
+to loopback: a single-node cluster by default, or one node of a multi-node cluster when
+its settings name the whole controller quorum and a shared cluster id
+(:mod:`fraud_assets.kafka.cluster`). Its whole state lives in one folder (``var/kafka`` by
+default):
 
 - ``server.properties`` and ``log4j2.properties``: rendered on every start from
   :class:`BrokerSettings`, so changing a port needs no reformat;
@@ -67,6 +70,10 @@ class BrokerSettings:
         jvm_options: More JVM options, after the defaults (tests pass
             :data:`FAST_START_JVM_OPTIONS`).
         java: The ``java`` executable (a name looked up on ``PATH``, or a path).
+        controller_quorum_voters: The whole KRaft quorum (``"1@host:port,2@host:port,..."``)
+            when this node is one of several; empty means a single voter, this node.
+        cluster_id: The KRaft cluster id to format the storage with; every node of one
+            cluster shares it. Empty means a new random id (a single-node cluster).
     """
 
     state_dir: Path
@@ -80,6 +87,8 @@ class BrokerSettings:
     extra_properties: tuple[tuple[str, str], ...] = ()
     jvm_options: tuple[str, ...] = ()
     java: str = "java"
+    controller_quorum_voters: str = ""
+    cluster_id: str = ""
 
     @property
     def bootstrap_servers(self) -> str:
@@ -114,14 +123,17 @@ class BrokerSettings:
 def render_server_properties(settings: BrokerSettings, controller_port: int) -> str:
     """The ``server.properties`` text of a combined broker+controller node.
 
-    The quorum is a static single voter (``controller.quorum.voters``), so the storage is
-    formatted without ``--standalone`` and a changed port needs no reformat.
+    The quorum is static (``controller.quorum.voters``): this node alone, or the voters
+    listed in ``settings.controller_quorum_voters``; so the storage is formatted without
+    ``--standalone`` and a changed port needs no reformat. A multi-node cluster raises the
+    replication defaults below through ``settings.extra_properties``.
     """
     host = settings.host
+    voters = settings.controller_quorum_voters or f"{settings.node_id}@{host}:{controller_port}"
     properties: dict[str, str] = {
         "process.roles": "broker,controller",
         "node.id": str(settings.node_id),
-        "controller.quorum.voters": f"{settings.node_id}@{host}:{controller_port}",
+        "controller.quorum.voters": voters,
         "listeners": f"PLAINTEXT://{host}:{settings.port},CONTROLLER://{host}:{controller_port}",
         "advertised.listeners": f"PLAINTEXT://{host}:{settings.port}",
         "controller.listener.names": "CONTROLLER",
@@ -354,6 +366,20 @@ class EmbeddedKafka:
                 this folder already runs, the JVM exited, or it was not ready in time. The
                 JVM this call started is stopped before raising.
         """
+        self.launch()
+        self.wait_until_ready(timeout_s)
+        return self
+
+    def launch(self) -> "EmbeddedKafka":
+        """Start the JVM without waiting for it to serve.
+
+        The nodes of a multi-node cluster are launched first and waited for afterwards:
+        none serves metadata before a majority of the controller quorum runs.
+
+        Raises:
+            BrokerStartError: Java or the jars are missing, a port is in use, a broker of
+                this folder already runs, or formatting the storage failed.
+        """
         settings = self.settings
         running = self.pid()
         if running is not None:
@@ -375,6 +401,15 @@ class EmbeddedKafka:
         self._write_config(controller_port)
         self._format_storage_once(java)
         self._launch(java)
+        return self
+
+    def wait_until_ready(self, timeout_s: float = 60.0) -> None:
+        """Return once the launched broker serves metadata.
+
+        Raises:
+            BrokerStartError: The JVM exited or was not ready in time; the JVM that
+                :meth:`launch` started is stopped before raising.
+        """
         try:
             self._wait_until_ready(timeout_s)
         except BaseException as error:
@@ -383,7 +418,24 @@ class EmbeddedKafka:
                 raise
             raise BrokerStartError(f"broker start interrupted: {error!r}") from error
         log.info("Kafka broker ready at %s (pid %s)", self.bootstrap_servers, self.pid())
-        return self
+
+    def kill(self) -> bool:
+        """Kill this folder's broker with SIGKILL, as a crash would (no clean shutdown).
+
+        For failure tests. Only a PID proven to be this folder's broker is signalled.
+
+        Returns:
+            Whether a running broker was killed.
+        """
+        pid = self.pid()
+        if pid is None:
+            return False
+        log.warning("Killing Kafka broker (pid %s) with SIGKILL", pid)
+        self._signal(pid, signal.SIGKILL)
+        self._wait_for_exit(pid, 10.0)
+        self._reap()
+        self._remove_pid_file()
+        return True
 
     def stop(self, timeout_s: float = 30.0) -> bool:
         """Stop this folder's broker: SIGTERM, then SIGKILL after ``timeout_s``.
@@ -536,7 +588,7 @@ class EmbeddedKafka:
             "-cp",
             self._classpath(),
         ]
-        cluster_id = new_cluster_id()
+        cluster_id = settings.cluster_id or new_cluster_id()
         self._run_tool(
             [
                 *base,

@@ -3,6 +3,9 @@
 ``read_topic`` captures each partition's end offset when it starts and reads up to it, so
 it terminates deterministically even while producers keep writing. It joins no consumer
 group and commits nothing.
+
+``bootstrap_servers`` is a ``host:port[,...]`` string (plaintext) or a whole
+:class:`~fraud_assets.core.settings.KafkaSettings` carrying the TLS/SASL settings.
 """
 
 import contextlib
@@ -11,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from fraud_assets.core.settings import KafkaSettings
 from fraud_assets.kafka.admin import BrokerUnreachableError, check_broker_reachable
 
 
@@ -35,12 +39,12 @@ class Record:
 
 
 @contextlib.contextmanager
-def _consumer(bootstrap_servers: str, timeout_s: float) -> Iterator[Any]:
+def _consumer(bootstrap_servers: str | KafkaSettings, timeout_s: float) -> Iterator[Any]:
     from kafka import KafkaConsumer
 
     request_timeout_ms = max(5000, int(min(timeout_s, 30.0) * 1000))
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap_servers.split(","),
+        **KafkaSettings.of(bootstrap_servers).client_kwargs(),
         client_id="fraud-assets-reader",
         group_id=None,
         enable_auto_commit=False,
@@ -69,7 +73,9 @@ def _partitions(consumer: Any, topic: str, timeout_s: float) -> list[Any]:
         time.sleep(0.2)
 
 
-def end_offsets(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> dict[int, int]:
+def end_offsets(
+    bootstrap_servers: str | KafkaSettings, topic: str, timeout_s: float = 30.0
+) -> dict[int, int]:
     """The next offset to be written in each partition of ``topic``."""
     check_broker_reachable(bootstrap_servers)
     with _consumer(bootstrap_servers, timeout_s) as consumer:
@@ -78,7 +84,9 @@ def end_offsets(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> 
     return {tp.partition: int(offset) for tp, offset in sorted(ends.items())}
 
 
-def total_messages(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> int:
+def total_messages(
+    bootstrap_servers: str | KafkaSettings, topic: str, timeout_s: float = 30.0
+) -> int:
     """Messages currently in ``topic`` (end minus beginning offsets, summed over partitions).
 
     Exact for topics written without transactions and not yet compacted or expired.
@@ -91,7 +99,9 @@ def total_messages(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) 
     return sum(int(ends[tp]) - int(starts[tp]) for tp in partitions)
 
 
-def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 60.0) -> list[Record]:
+def read_topic(
+    bootstrap_servers: str | KafkaSettings, topic: str, timeout_s: float = 60.0
+) -> list[Record]:
     """Every message in ``topic`` up to the end offsets seen at the start of the call.
 
     Returns:
@@ -143,7 +153,7 @@ def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 60.0) -> l
 
 
 def produce_messages(
-    bootstrap_servers: str,
+    bootstrap_servers: str | KafkaSettings,
     topic: str,
     messages: Iterable[tuple[bytes | None, bytes]],
     timeout_s: float = 60.0,
@@ -161,7 +171,7 @@ def produce_messages(
 
     check_broker_reachable(bootstrap_servers)
     producer = KafkaProducer(
-        bootstrap_servers=bootstrap_servers.split(","),
+        **KafkaSettings.of(bootstrap_servers).client_kwargs(),
         client_id="fraud-assets-writer",
         acks="all",
         linger_ms=5,
@@ -190,6 +200,7 @@ def produce_messages(
 
 __all__ = [
     "BrokerUnreachableError",
+    "KafkaSettings",
     "ProduceError",
     "Record",
     "TopicReadError",

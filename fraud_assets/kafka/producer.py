@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fraud_assets.core.contracts import PCA_COLUMNS
+from fraud_assets.core.settings import KafkaSettings
 from fraud_assets.kafka.admin import check_broker_reachable, list_topics
 
 log = logging.getLogger(__name__)
@@ -239,7 +240,7 @@ class _DeliveryTracker:
 
 def replay(
     audited_parquet: Path,
-    bootstrap_servers: str,
+    bootstrap_servers: str | KafkaSettings,
     topic: str,
     *,
     limit: int | None = None,
@@ -252,7 +253,8 @@ def replay(
 
     Args:
         audited_parquet: The audited transactions table (a Parquet folder).
-        bootstrap_servers: ``host:port[,host:port...]``.
+        bootstrap_servers: ``host:port[,host:port...]`` (plaintext), or the whole
+            :class:`KafkaSettings` (with its TLS/SASL settings).
         topic: Destination topic; it must exist (topics are created explicitly).
         limit: Send only the first ``limit`` rows (after the id filter).
         rate: Transactions per second; 0 sends as fast as possible.
@@ -280,7 +282,7 @@ def replay(
         Path(audited_parquet), limit=limit, transaction_ids=transaction_ids
     )
     producer = KafkaProducer(
-        bootstrap_servers=bootstrap_servers.split(","),
+        **KafkaSettings.of(bootstrap_servers).client_kwargs(),
         client_id="fraud-assets-replay",
         acks="all",
         linger_ms=20,

@@ -33,6 +33,7 @@ def _alert(transaction_id: str) -> dict:
         "is_alert": True,
         "prediction": 1,
         "scored_at": SCORED_AT.isoformat(),
+        "top_features": [{"feature": "V14", "contribution": -4.5}],
     }
 
 

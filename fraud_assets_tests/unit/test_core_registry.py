@@ -1,11 +1,14 @@
 """The file-based model registry: versions, atomic saves, promotion pointer, clear errors."""
 
 import json
+import math
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
 
 from fraud_assets.core.registry import (
+    CHANGE_LOG_COLUMNS,
     MODEL_FAMILY,
     ModelRegistry,
     ModelRegistryError,
@@ -150,3 +153,112 @@ def test_promoting_an_unknown_version_is_refused(tmp_path):
     with pytest.raises(ModelRegistryError, match="not found"):
         registry.promote("lr-19990101T000000Z", 0.5, "manual", None)
     assert not registry.promotion_path.exists()
+
+
+# --- change log and runtime threshold ------------------------------------------------------
+
+
+def _known_version(registry: ModelRegistry, version: str) -> None:
+    """Make ``version`` known to the registry (metadata only; promotion needs no Spark)."""
+    folder = registry.version_dir(version)
+    folder.mkdir(parents=True)
+    (folder / "metadata.json").write_text(json.dumps({"version": version}))
+
+
+def test_every_change_is_logged_with_who_when_and_what(tmp_path):
+    registry = ModelRegistry(tmp_path)
+    _known_version(registry, V1)
+    _known_version(registry, V2)
+    assert registry.change_log().empty
+    assert list(registry.change_log().columns) == list(CHANGE_LOG_COLUMNS)
+
+    before = datetime.now(UTC)
+    registry.promote(V1, 0.7, "max_f1", 0.9)  # changed_by and reason are optional
+    raised = registry.set_threshold(0.95, changed_by="alice", reason="too many alerts")
+    registry.promote(V2, 0.8, "min_precision", 0.92, changed_by="bob", reason="better AP")
+    after = datetime.now(UTC)
+
+    assert (raised.version, raised.threshold, raised.policy, raised.pr_auc) == (
+        V1,
+        0.95,
+        "manual",
+        0.9,
+    )
+    assert registry.promoted().version == V2 and registry.promoted().threshold == 0.8
+    log = registry.change_log()
+    rows = log.drop(columns="changed_at").to_dict(orient="records")
+    # No threshold before the first promotion: a missing value in a float column.
+    assert math.isnan(rows[0].pop("old_threshold"))
+    assert rows == [
+        {
+            "changed_by": "unknown",
+            "action": "promote",
+            "old_version": None,
+            "new_version": V1,
+            "new_threshold": 0.7,
+            "policy": "max_f1",
+            "reason": "",
+        },
+        {
+            "changed_by": "alice",
+            "action": "set_threshold",
+            "old_version": V1,
+            "new_version": V1,
+            "old_threshold": 0.7,
+            "new_threshold": 0.95,
+            "policy": "manual",
+            "reason": "too many alerts",
+        },
+        {
+            "changed_by": "bob",
+            "action": "promote",
+            "old_version": V1,
+            "new_version": V2,
+            "old_threshold": 0.95,
+            "new_threshold": 0.8,
+            "policy": "min_precision",
+            "reason": "better AP",
+        },
+    ]
+    assert all(before <= t <= after for t in log["changed_at"])
+    assert str(log["changed_at"].dt.tz) == "UTC"
+
+
+def test_set_threshold_without_promotion_or_out_of_range_changes_nothing(tmp_path):
+    registry = ModelRegistry(tmp_path)
+    with pytest.raises(ModelRegistryError, match="no promoted model"):
+        registry.set_threshold(0.9, changed_by="alice", reason="r")
+    _known_version(registry, V1)
+    registry.promote(V1, 0.7, "max_f1", None)
+    for bad in (0.0, 1.0, float("nan")):
+        with pytest.raises(ModelRegistryError, match="threshold must be in"):
+            registry.set_threshold(bad, changed_by="alice", reason="r")
+    assert registry.promoted().threshold == 0.7
+    assert len(registry.change_log()) == 1
+
+
+def test_concurrent_changes_are_all_logged(tmp_path):
+    registry = ModelRegistry(tmp_path)
+    _known_version(registry, V1)
+    registry.promote(V1, 0.5, "max_f1", None)
+    thresholds = [round(0.6 + i / 100, 2) for i in range(20)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(
+            pool.map(
+                lambda t: ModelRegistry(tmp_path).set_threshold(t, changed_by="x", reason="r"),
+                thresholds,
+            )
+        )
+    log = registry.change_log()
+    assert sorted(log["new_threshold"].iloc[1:]) == thresholds
+    # Each change saw the one before it: the chain of old -> new thresholds is unbroken.
+    assert list(log["old_threshold"].iloc[1:]) == list(log["new_threshold"].iloc[:-1])
+    assert registry.promoted().threshold == log["new_threshold"].iloc[-1]
+
+
+def test_a_promotion_file_with_unknown_fields_still_reads(tmp_path):
+    registry = ModelRegistry(tmp_path)
+    registry.promotion_path.write_text(
+        json.dumps({"version": V1, "threshold": 0.5, "policy": "p", "promoted_at": "t", "new": 1})
+    )
+    assert registry.promoted() == Promotion(V1, 0.5, "p", "t")

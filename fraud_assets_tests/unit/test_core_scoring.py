@@ -236,11 +236,6 @@ def test_the_streams_persisted_parse_is_parsed_once_for_both_outputs(records):
         parsed.unpersist()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="perf trap: without persist(), the optimizer pushes filter_valid's `reason IS NULL` "
-    "below the parse projection and inlines from_json into every rule (98 calls per row)",
-)
 def test_filter_valid_on_an_unpersisted_parse_parses_once(spark, records, tmp_path):
     # A Parquet scan, not a local relation: what a batch read of a topic dump looks like.
     path = str(tmp_path / "records")

@@ -46,6 +46,8 @@ def test_asset_keys_jobs_and_checks():
     assert checks == EXPECTED_CHECKS
     jobs = {job.name for job in definitions.resolve_all_job_defs()}
     assert {"train_and_promote", "scoring_stream"} <= jobs
+    # Operator jobs: change the threshold or the promoted version of a running stream.
+    assert {"set_alert_threshold", "promote_model_version"} <= jobs
 
 
 def test_sensors_and_schedules_supervise_and_audit_the_stream():

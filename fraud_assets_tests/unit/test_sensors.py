@@ -136,7 +136,7 @@ def test_failed_run_is_relaunched_after_the_backoff(instance, project):
     assert SupervisorState.from_json(third.cursor).failures == 1
 
 
-def test_promotion_terminates_the_old_run_then_relaunches_once_it_stopped(instance, project):
+def test_promotion_keeps_the_running_stream_which_applies_it_itself(instance, project):
     promote(project, "lr-1")
     old = add_stream_run(instance, "lr-1")
     start(instance, old)
@@ -145,15 +145,12 @@ def test_promotion_terminates_the_old_run_then_relaunches_once_it_stopped(instan
     result = tick(instance, project)
     assert result.run_requests == []
     assert "gbt-2" in result.skip_message and old.run_id in result.skip_message
-    # Termination was requested through the instance (no process here to interrupt).
-    assert status(instance, old) == dg.DagsterRunStatus.CANCELING
+    assert status(instance, old) == dg.DagsterRunStatus.STARTED
 
-    # While it stops nothing is launched: two queries must never share the checkpoint.
-    stopping = tick(instance, project, cursor=result.cursor)
-    assert stopping.run_requests == []
-
+    # Once that run has stopped (an operator terminated it), the next one is launched
+    # with the promoted version.
     instance.report_run_canceled(instance.get_run_by_id(old.run_id))
-    relaunched = tick(instance, project, cursor=stopping.cursor)
+    relaunched = tick(instance, project, cursor=result.cursor)
     [request] = relaunched.run_requests
     assert request.tags[MODEL_VERSION_TAG] == "gbt-2"
     assert request.run_config == UNBOUNDED_RUN_CONFIG

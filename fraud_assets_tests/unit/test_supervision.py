@@ -42,33 +42,27 @@ def test_an_alive_run_on_the_promoted_version_is_left_alone(phase):
     assert "r1" in decision.reason
 
 
-def test_a_newer_promotion_terminates_the_old_run_and_waits_for_it_to_stop():
-    runs = [run("r2", RunPhase.RUNNING, "v1", started_at=NOW - 100)]
+@pytest.mark.parametrize("phase", [RunPhase.PENDING, RunPhase.RUNNING])
+def test_a_newer_promotion_leaves_a_healthy_run_alone(phase):
+    # The running stream re-reads the promotion every micro-batch: no restart needed.
+    runs = [run("r2", phase, "v1", started_at=NOW - 100)]
     decision = decide("v2", runs, NOW, SupervisorState(), POLICY)
-    assert decision.action is Action.TERMINATE_AND_RELAUNCH
-    assert decision.terminate_run_ids == ("r2",)
-    assert decision.model_version == "v2"
+    assert decision.action is Action.SKIP
+    assert "r2" in decision.reason
+    assert "launched with v1, applying v2" in decision.reason
 
-    # While it stops, nothing new is launched (one query per checkpoint) ...
-    stopping = [run("r2", RunPhase.STOPPING, "v1")]
-    assert decide("v2", stopping, NOW + 5, decision.state, POLICY).action is Action.SKIP
-    # ... and once it has stopped, the promoted version is launched without backoff.
-    stopped = [run("r2", RunPhase.CANCELED, "v1", ended_at=NOW + 8)]
-    relaunch = decide("v2", stopped, NOW + 30, decision.state, POLICY)
+
+def test_a_newer_promotion_after_the_run_stopped_launches_the_promoted_version():
+    stopped = [run("r2", RunPhase.CANCELED, "v1", ended_at=NOW - 8)]
+    relaunch = decide("v2", stopped, NOW, SupervisorState(), POLICY)
     assert relaunch.action is Action.LAUNCH
     assert relaunch.model_version == "v2"
 
 
-def test_queued_runs_on_an_old_version_are_terminated_too():
-    runs = [run("q", RunPhase.PENDING, "v1"), run("r", RunPhase.RUNNING, "v1")]
-    decision = decide("v2", runs, NOW, SupervisorState(), POLICY)
-    assert decision.terminate_run_ids == ("q", "r")
-
-
-def test_untagged_runs_are_waited_for_never_terminated():
+def test_untagged_runs_are_waited_for():
     decision = decide("v2", [run("manual", RunPhase.RUNNING, None)], NOW, SupervisorState())
     assert decision.action is Action.SKIP
-    assert decision.terminate_run_ids == ()
+    assert "untagged" in decision.reason
 
 
 def test_failure_backs_off_then_relaunches():
@@ -143,8 +137,8 @@ def test_never_launches_while_a_run_is_alive(run_specs, promoted, failures):
     state = replace(SupervisorState(), failures=failures)
     decision = decide(promoted, runs, NOW, state, POLICY)
     if any(r.phase.is_alive for r in runs):
-        assert decision.action is not Action.LAUNCH
-    for run_id in decision.terminate_run_ids:
-        terminated = next(r for r in runs if r.run_id == run_id)
-        assert terminated.model_version not in (None, promoted)
-        assert terminated.phase in (RunPhase.PENDING, RunPhase.RUNNING)
+        # Whatever version a live run was launched with: it is never replaced or doubled.
+        assert decision.action is Action.SKIP
+    else:
+        assert decision.action in (Action.LAUNCH, Action.BACKOFF)
+        assert decision.model_version == promoted

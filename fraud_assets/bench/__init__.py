@@ -1,0 +1,1 @@
+"""The performance benchmark: ``fraud-assets bench`` -> ``var/bench/report.json``."""

@@ -1,0 +1,1 @@
+"""``fraud-assets models``: every model under every protocol, compared on the real data."""

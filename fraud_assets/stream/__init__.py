@@ -1,0 +1,1 @@
+"""``fraud-assets stream``: the Dagster scoring job, launched from the command line."""

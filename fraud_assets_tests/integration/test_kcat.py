@@ -1,0 +1,97 @@
+"""An outside client: kcat (librdkafka, Debian package ``kcat``) writes the transactions and
+reads ``fraud_alerts``; the stream must understand the one and produce valid JSON for the
+other, with the documented alert fields."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from fraud_assets.core.contracts import ALERT_SCHEMA, field_names
+from fraud_assets.core.reconcile import expected_alert_ids
+from fraud_assets.core.registry import Promotion
+from fraud_assets.core.settings import KafkaSettings, Topics
+from fraud_assets.core.stream import (
+    ScoringBatchWriter,
+    StreamPaths,
+    StreamSettings,
+    await_query,
+    start_scoring_query,
+)
+from fraud_assets.kafka.producer import encode_message, transaction_message
+from fraud_assets_tests.factories import audited_df, separable_model, separable_transactions
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        shutil.which("kcat") is None,
+        reason="kcat is not installed (Debian package `kcat`; `make setup` installs it)",
+    ),
+]
+
+PROMOTION = Promotion("kcat-lr", 0.5, "fixed", "2026-01-01T00:00:00+00:00")
+
+
+def kcat(*args: str, stdin: bytes | None = None) -> bytes:
+    """Run kcat to completion (it exits by itself: -P at end of input, -C with -e)."""
+    completed = subprocess.run(
+        ["kcat", *args], input=stdin, capture_output=True, timeout=60, check=False
+    )
+    assert completed.returncode == 0, completed.stderr.decode(errors="replace")
+    return completed.stdout
+
+
+def test_kcat_produced_transactions_give_alerts_kcat_reads_as_json(
+    spark, kafka_broker, unique_topics, tmp_path
+):
+    topics = Topics(
+        transactions=unique_topics(partitions=2, prefix="kcat-tx"),
+        alerts=unique_topics(partitions=1, prefix="kcat-alerts"),
+        dead_letter=unique_topics(partitions=1, prefix="kcat-dlq"),
+    )
+    kafka = KafkaSettings(bootstrap_servers=kafka_broker.bootstrap_servers, topics=topics)
+    rows = separable_transactions(120)
+    lines = []
+    for row in rows:
+        key, value = encode_message(transaction_message(row))
+        assert b"|" not in value and b"\n" not in value
+        lines.append(key + b"|" + value)
+    # -K sets the key delimiter; kcat reads one message per line from stdin.
+    input_file = tmp_path / "transactions.txt"
+    input_file.write_bytes(b"\n".join(lines) + b"\n")
+    kcat("-P", "-b", kafka.bootstrap_servers, "-t", topics.transactions, "-K", "|",
+         "-l", str(input_file))  # fmt: skip
+
+    paths = StreamPaths.under(tmp_path / "tables", tmp_path / "checkpoints")
+    model = separable_model(spark)
+    writer = ScoringBatchWriter(spark, kafka, paths, model, PROMOTION)
+    await_query(start_scoring_query(spark, kafka, paths, writer, StreamSettings(), bounded=True))
+    assert writer.totals.scored == len(rows)
+    assert writer.totals.invalid == 0
+
+    output = kcat(
+        "-C", "-b", kafka.bootstrap_servers, "-t", topics.alerts, "-e", "-o", "beginning",
+        "-f", "%k|%s\n", "-q",
+    )  # fmt: skip
+    alerts = []
+    for line in output.decode("utf-8").splitlines():
+        key, separator, value = line.partition("|")
+        assert separator, line
+        alert = json.loads(value)
+        assert key == alert["transaction_id"]
+        alerts.append(alert)
+
+    expected = expected_alert_ids(model, audited_df(spark, rows), PROMOTION)
+    assert expected, "the separable model alerts on its frauds"
+    assert sorted(a["transaction_id"] for a in alerts) == sorted(expected)
+    assert {a["alert_id"] for a in alerts} == {f"{PROMOTION.version}:{t}" for t in expected}
+    for alert in alerts:
+        assert set(alert) == set(field_names(ALERT_SCHEMA)), alert
+        assert alert["model_version"] == PROMOTION.version
+        assert alert["threshold"] == PROMOTION.threshold
+        assert alert["is_alert"] is True and alert["prediction"] == 1
+        assert PROMOTION.threshold <= alert["fraud_prob"] <= 1.0
+        assert isinstance(alert["Amount"], float) and alert["Class"] in (0, 1)
+        for name in ("event_time", "scored_at"):
+            assert isinstance(alert[name], str) and alert[name][:4].isdigit(), alert[name]

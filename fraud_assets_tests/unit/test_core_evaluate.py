@@ -1,0 +1,109 @@
+"""Holdout metrics on constructed cases whose answers are computed by hand."""
+
+import math
+
+import numpy as np
+import pytest
+from pyspark.ml.evaluation import BinaryClassificationEvaluator
+
+from fraud_assets.core.evaluate import (
+    SECONDS_PER_DAY,
+    ScoredSlice,
+    ap_trapezoid,
+    at_threshold,
+    average_precision,
+    bootstrap_ap_interval,
+    precision_at_budget,
+    ranking_metrics,
+    roc_auc,
+)
+
+# Eight transactions, four frauds, ranked: F F L F L L F L.
+SCORES = [0.9, 0.8, 0.7, 0.6, 0.4, 0.3, 0.2, 0.1]
+LABELS = [1, 1, 0, 1, 0, 0, 1, 0]
+# Frauds at ranks 1, 2, 4, 7: precisions 1, 1, 3/4, 4/7, each adding 1/4 of recall.
+STEP_AP = (1 + 1 + 0.75 + 4 / 7) / 4
+# Trapezoids from (0, 1): (0.25,1) (0.5,1) (0.5,2/3) (0.75,3/4) (0.75,1/2) (1,4/7) (1,1/2).
+TRAPEZOID_AP = 0.25 + 0.25 + 0.25 * (2 / 3 + 0.75) / 2 + 0.25 * (0.5 + 4 / 7) / 2
+
+
+def test_step_wise_average_precision_is_the_hand_computed_sum():
+    assert average_precision(LABELS, SCORES) == pytest.approx(STEP_AP)
+    assert average_precision(LABELS, SCORES) == pytest.approx(0.8303571428)
+
+
+def test_trapezoid_is_sparks_area_under_pr_and_differs_from_step_wise(spark):
+    assert ap_trapezoid(LABELS, SCORES) == pytest.approx(TRAPEZOID_AP)
+    assert ap_trapezoid(LABELS, SCORES) != pytest.approx(STEP_AP)
+    df = spark.createDataFrame(
+        [(float(s), float(y)) for s, y in zip(SCORES, LABELS, strict=True)],
+        "score double, y double",
+    )
+    evaluator = BinaryClassificationEvaluator(
+        rawPredictionCol="score", labelCol="y", metricName="areaUnderPR", numBins=0
+    )
+    assert evaluator.evaluate(df) == pytest.approx(TRAPEZOID_AP)
+
+
+def test_roc_auc_counts_ranked_pairs():
+    # Fraud beats legitimate in 4 + 4 + 3 + 1 of 16 pairs.
+    assert roc_auc(LABELS, SCORES) == pytest.approx(12 / 16)
+
+
+def test_ties_share_one_point_of_every_curve():
+    labels, scores = [1, 0], [0.5, 0.5]
+    assert average_precision(labels, scores) == pytest.approx(0.5)
+    assert ap_trapezoid(labels, scores) == pytest.approx(0.5)
+    assert roc_auc(labels, scores) == pytest.approx(0.5)
+    # Order within a tie must not matter.
+    assert average_precision([0, 1], [0.5, 0.5]) == pytest.approx(0.5)
+
+
+def test_perfect_ranking_and_undefined_cases():
+    assert average_precision([1, 1, 0], [0.9, 0.8, 0.1]) == 1.0
+    assert roc_auc([1, 1, 0], [0.9, 0.8, 0.1]) == 1.0
+    assert math.isnan(average_precision([0, 0], [0.9, 0.1]))  # no fraud
+    assert math.isnan(roc_auc([1, 1], [0.9, 0.1]))  # one class only
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(ValueError, match="0 or 1"):
+        average_precision([2, 0], [0.1, 0.2])
+    with pytest.raises(ValueError, match="NaN"):
+        average_precision([1, 0], [float("nan"), 0.2])
+    with pytest.raises(ValueError, match="labels for"):
+        average_precision([1], [0.1, 0.2])
+
+
+def test_at_threshold_alerts_on_greater_or_equal():
+    measured = at_threshold(ScoredSlice.of(LABELS, SCORES), 0.6)
+    assert (measured.alerts, measured.tp) == (4, 3)
+    assert (measured.precision, measured.recall) == (0.75, 0.75)
+    nothing = at_threshold(ScoredSlice.of(LABELS, SCORES), 0.95)
+    assert nothing.alerts == 0 and math.isnan(nothing.precision) and nothing.recall == 0.0
+
+
+def test_precision_at_budget_scales_the_budget_by_the_days_spanned():
+    one_day = ScoredSlice.of(LABELS, SCORES, times=np.linspace(0, SECONDS_PER_DAY, 8))
+    assert precision_at_budget(one_day, alerts_per_day=3) == pytest.approx(2 / 3)  # top 3
+    half_day = ScoredSlice.of(LABELS, SCORES, times=np.linspace(0, SECONDS_PER_DAY / 2, 8))
+    assert precision_at_budget(half_day, alerts_per_day=4) == 1.0  # top 2
+
+
+def test_bootstrap_interval_is_seeded_and_brackets_the_estimate():
+    rng = np.random.default_rng(0)
+    labels = (rng.random(2000) < 0.05).astype(int)
+    scores = np.clip(labels * 0.3 + rng.random(2000) * 0.8, 0, 1)
+    low, high = bootstrap_ap_interval(labels, scores, resamples=300, seed=7)
+    assert (low, high) == bootstrap_ap_interval(labels, scores, resamples=300, seed=7)
+    assert low < average_precision(labels, scores) < high
+    assert high - low < 0.3
+    assert bootstrap_ap_interval([1, 1, 0], [0.9, 0.8, 0.1], resamples=50) == (1.0, 1.0)
+
+
+def test_ranking_metrics_name_their_formula():
+    metrics = ranking_metrics(ScoredSlice.of(LABELS, SCORES), alerts_per_day=3, resamples=50)
+    assert metrics.average_precision == pytest.approx(STEP_AP)
+    assert metrics.ap_trapezoid == pytest.approx(TRAPEZOID_AP)
+    assert "step-wise" in metrics.ap_formula
+    assert (metrics.rows, metrics.frauds) == (8, 4)

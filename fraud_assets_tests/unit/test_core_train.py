@@ -1,0 +1,120 @@
+"""Training: the protocols' splits, the three model structures, one protocol run end to end."""
+
+import pytest
+from pyspark.ml.classification import (
+    GBTClassificationModel,
+    LogisticRegressionModel,
+    RandomForestClassificationModel,
+)
+from pyspark.ml.feature import StandardScalerModel, VectorAssembler
+
+from fraud_assets.core.selection import PolicySettings
+from fraud_assets.core.train import (
+    TrainingConfig,
+    comparison_entry,
+    filter_negative_sample,
+    fit,
+    protocol_split,
+    random_split,
+    run_report,
+    search_candidates,
+    train_protocol,
+)
+from fraud_assets_tests.factories import audited_df, separable_transactions
+
+COMPARISON_KEYS = {
+    "model",
+    "protocol",
+    "average_precision",
+    "ap_formula",
+    "ap_trapezoid",
+    "ap_ci_low",
+    "ap_ci_high",
+    "roc_auc",
+    "threshold",
+    "policy",
+    "precision",
+    "recall",
+    "precision_at_budget",
+    "train_seconds",
+}
+
+
+@pytest.fixture(scope="module")
+def transactions(spark):
+    return audited_df(spark, separable_transactions(300)).cache()
+
+
+def ids(df) -> set[int]:
+    return {row[0] for row in df.select("row_index").collect()}
+
+
+def test_random_split_is_seeded_disjoint_and_about_the_asked_size(transactions):
+    train, holdout = random_split(transactions, 0.2)
+    assert ids(train) | ids(holdout) == set(range(300))
+    assert not ids(train) & ids(holdout)
+    assert 40 <= len(ids(holdout)) <= 80
+    assert ids(random_split(transactions, 0.2)[1]) == ids(holdout)  # same seed, same rows
+    assert ids(random_split(transactions, 0.2, seed=43)[1]) != ids(holdout)
+
+
+def test_protocols_and_unknown_protocol(transactions):
+    train, holdout = protocol_split(transactions, "time_ordered", 0.2)
+    assert max(ids(train)) < min(ids(holdout)) == 240
+    with pytest.raises(ValueError, match="unknown protocol"):
+        protocol_split(transactions, "leave_one_out", 0.2)
+
+
+def test_negative_sample_keeps_every_fraud(transactions):
+    sampled = filter_negative_sample(transactions, 0.25)
+    counts = {r["Class"]: r["count"] for r in sampled.groupBy("Class").count().collect()}
+    assert counts[1] == 30
+    assert 30 <= counts[0] <= 110  # about a quarter of 270
+    assert filter_negative_sample(transactions, 1.0) is transactions
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "classifier"),
+    [
+        ("lr", LogisticRegressionModel),
+        ("rf", RandomForestClassificationModel),
+        ("gbt", GBTClassificationModel),
+    ],
+)
+def test_every_model_is_assembler_scaler_classifier(transactions, algorithm, classifier):
+    config = TrainingConfig(algorithm=algorithm, num_trees=5, gbt_max_iter=5, rf_max_depth=3)
+    model = fit(transactions, config)
+    assert [type(s) for s in model.stages] == [VectorAssembler, StandardScalerModel, classifier]
+    assert model.stages[-1].getOrDefault("probabilityCol") == "probability"
+    assert config.is_class_weighted == (algorithm == "lr")
+
+
+def test_unknown_algorithm_and_search_candidates():
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        TrainingConfig(algorithm="svm")
+    candidates = search_candidates(TrainingConfig(algorithm="lr"))
+    assert [c.reg_param for c in candidates] == [0.0, 0.001, 0.01]
+    assert len(search_candidates(TrainingConfig(algorithm="rf"), budget=1)) == 1
+
+
+def test_a_protocol_run_chooses_on_validation_and_reports_on_the_holdout(transactions):
+    candidates = [TrainingConfig(reg_param=0.05, max_iter=30), TrainingConfig(reg_param=0.5)]
+    run = train_protocol(transactions, "time_ordered", candidates)
+    # 300 rows: 240 train (192 fit + 48 validation), 60 held out.
+    assert (run.validation.rows, run.holdout.rows, run.train_rows) == (48, 60, 240)
+    assert run.validation.times.max() < run.holdout.times.min()  # validation precedes holdout
+    assert len(run.search) == 2
+    best = max(run.search, key=lambda s: s["validation_average_precision"])
+    assert run.config.params() == best["params"]
+    report = run_report(run, PolicySettings(min_precision=0.5), "min_precision", resamples=20)
+    assert report["recommended"]["policy"] == "min_precision"
+    assert [p["policy"] for p in report["policies"]] == [
+        "max_f1",
+        "min_precision",
+        "alert_budget",
+        "expected_cost",
+    ]
+    entry = comparison_entry(report)
+    assert COMPARISON_KEYS <= set(entry)
+    assert entry["average_precision"] > 0.9  # the frauds are separable in V1
+    assert entry["ap_ci_low"] <= entry["average_precision"] <= entry["ap_ci_high"]

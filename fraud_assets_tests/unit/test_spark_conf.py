@@ -1,0 +1,37 @@
+"""Scale-out settings reach Spark's conf; unset ones leave Spark's defaults alone."""
+
+from fraud_assets.core.settings import SparkSettings
+from fraud_assets.core.spark import spark_conf
+
+
+def test_local_defaults_set_no_executor_sizes_and_bind_to_loopback():
+    conf = spark_conf(SparkSettings())
+    assert conf["spark.master"] == "local[*]"
+    assert not {"spark.executor.memory", "spark.executor.cores", "spark.cores.max"} & set(conf)
+    assert conf["spark.driver.host"] == conf["spark.driver.bindAddress"] == "127.0.0.1"
+
+
+def test_cluster_settings_become_spark_conf():
+    conf = spark_conf(
+        SparkSettings(
+            master="spark://10.0.0.5:7077",
+            executor_memory="2g",
+            executor_cores=2,
+            cores_max=8,
+            driver_host="code",
+        )
+    )
+    assert conf["spark.master"] == "spark://10.0.0.5:7077"
+    assert conf["spark.executor.memory"] == "2g"
+    assert conf["spark.executor.cores"] == "2"
+    assert conf["spark.cores.max"] == "8"
+    # Executors elsewhere connect to the advertised name; the driver listens everywhere.
+    assert conf["spark.driver.host"] == "code"
+    assert conf["spark.driver.bindAddress"] == "0.0.0.0"
+
+
+def test_extra_conf_still_wins():
+    conf = spark_conf(
+        SparkSettings(executor_memory="2g", extra_conf=(("spark.executor.memory", "3g"),))
+    )
+    assert conf["spark.executor.memory"] == "3g"
