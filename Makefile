@@ -132,8 +132,8 @@ bench: setup ## throughput/latency benchmark of three pipelines -> var/bench/rep
 bench-smoke: setup ## the small benchmark variant (shape and correctness, no figures to trust)
 	$(FRAUD_ASSETS) --home "$(CURDIR)" bench --smoke
 
-models: setup ## LR, RF, GBT x two split protocols -> var/models/comparison.json
-	$(FRAUD_ASSETS) --home "$(CURDIR)" models
+models: setup ## LR, RF, GBT x two protocols, no search (--budget 1) -> var/models/comparison.json
+	$(FRAUD_ASSETS) --home "$(CURDIR)" models --budget 1
 
 dev: setup ## Dagster UI on http://127.0.0.1:3000
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

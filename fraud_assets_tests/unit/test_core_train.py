@@ -118,3 +118,23 @@ def test_a_protocol_run_chooses_on_validation_and_reports_on_the_holdout(transac
     assert COMPARISON_KEYS <= set(entry)
     assert entry["average_precision"] > 0.9  # the frauds are separable in V1
     assert entry["ap_ci_low"] <= entry["average_precision"] <= entry["ap_ci_high"]
+
+
+def test_a_validation_slice_without_frauds_falls_back_to_a_random_slice(spark):
+    # No fraud in rows 150..269: the time-ordered validation slice (about rows 190..240)
+    # has none, so no threshold policy could be evaluated on it.
+    rows = [
+        row
+        for row in separable_transactions(300)
+        if not (150 <= row["row_index"] < 270 and row["Class"] == 1)
+    ]
+    run = train_protocol(audited_df(spark, rows), "time_ordered", [TrainingConfig(max_iter=30)])
+    assert run.validation_slice.startswith("random_80_20")
+    assert run.validation.frauds > 0
+    # The holdout is still the time-ordered one: the last 20% of rows.
+    assert run.holdout.times.min() > max(r["Time"] for r in rows[: len(rows) - run.holdout.rows])
+
+
+def test_a_time_ordered_run_keeps_its_own_validation_slice(transactions):
+    run = train_protocol(transactions, "time_ordered", [TrainingConfig(max_iter=30)])
+    assert run.validation_slice == "time_ordered"
