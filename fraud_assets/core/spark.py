@@ -46,6 +46,11 @@ def spark_conf(settings: SparkSettings) -> dict[str, str]:
         # The default optimizer rule can re-run from_json once per extracted field
         # (apache/spark PR #42376): 61 parses of one message instead of 1.
         "spark.sql.optimizer.enableJsonExpressionOptimization": "false",
+        # Constraint propagation re-derives every predicate through every alias: over the
+        # scoring expression (a 30-term sum referenced by fraud_prob, is_alert and the alert
+        # filter) it grew to millions of expression copies and filled a 4 GB heap within one
+        # micro-batch. The plans here have no joins for inferred filters to help.
+        "spark.sql.constraintPropagation.enabled": "false",
         # query.stop() during a Python foreachBatch can overflow the default thread stack
         # inside Spark's interruption check; 32 MiB made every stop clean.
         "spark.driver.extraJavaOptions": "-Xss32m",

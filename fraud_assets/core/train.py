@@ -36,6 +36,7 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from fraud_assets.core.compiled import compiled_fraud_probability
 from fraud_assets.core.contracts import FEATURE_COLUMNS, LABEL_COLUMN
 from fraud_assets.core.evaluate import (
     ScoredSlice,
@@ -309,7 +310,14 @@ def fraud_probability(probability: Column) -> Column:
 
 
 def with_fraud_prob(model: PipelineModel, df: DataFrame) -> DataFrame:
-    """``df`` plus ``fraud_prob``; the model's intermediate columns are dropped."""
+    """``df`` plus ``fraud_prob``; the model's intermediate columns are dropped.
+
+    A logistic regression is evaluated as one built-in expression
+    (:mod:`fraud_assets.core.compiled`); trees through Spark ML's ``transform``.
+    """
+    compiled = compiled_fraud_probability(model)
+    if compiled is not None:
+        return df.withColumn("fraud_prob", compiled)
     scored = model.transform(df)
     return scored.withColumn("fraud_prob", fraud_probability(F.col("probability"))).drop(
         "features_raw", "features", "rawPrediction", "probability", "model_prediction"

@@ -7,6 +7,7 @@ from pyspark.sql import functions as F
 
 from fraud_assets.core.stream import (
     CheckpointMismatchError,
+    CountedRows,
     clear_staging,
     commit_batch_partition,
     guard_checkpoint,
@@ -100,6 +101,24 @@ def test_interrupted_staging_is_invisible_and_cleared_without_touching_commits(s
 
 
 # --- guard_checkpoint -----------------------------------------------------------------------
+
+
+def test_counts_are_observed_while_the_batch_is_written(spark, tmp_path):
+    rows = spark.range(10).withColumn("even", F.col("id") % 2 == 0)
+    counted = CountedRows(rows, F.count(F.lit(1)).alias("n"), F.count_if("even").alias("even"))
+    _, existed = commit_batch_partition(counted.df, tmp_path / "t", 0)
+    assert existed is False
+    assert counted.result(written=True) == {"n": 10, "even": 5}
+    assert len(_table(spark, tmp_path / "t")) == 10
+
+
+def test_counts_of_a_skipped_replay_come_from_the_data(spark, tmp_path):
+    commit_batch_partition(spark.range(10), tmp_path / "t", 0)
+    replay = CountedRows(spark.range(7), F.count(F.lit(1)).alias("n"))
+    _, existed = commit_batch_partition(replay.df, tmp_path / "t", 0)
+    assert existed is True
+    # The write never ran, so nothing was observed: the batch is counted by a job of its own.
+    assert replay.result(written=False) == {"n": 7}
 
 
 def test_first_start_records_the_query_identity(tmp_path):
