@@ -44,6 +44,11 @@ class ScoredSlice:
     scores: np.ndarray
     amounts: np.ndarray
     times: np.ndarray
+    stream_share: float = 1.0
+    """The share of the stream's transactions over the slice's span that the slice holds:
+    1 for a time-ordered slice (every transaction of its period), the sampling fraction for
+    a random one. A daily alert budget applies to the whole stream, so a 20% sample gets
+    20% of it."""
 
     @classmethod
     def of(cls, labels, scores, amounts=None, times=None) -> "ScoredSlice":
@@ -173,8 +178,11 @@ def at_threshold(data: ScoredSlice, threshold: float) -> AtThreshold:
 
 
 def budget_alerts(data: ScoredSlice, alerts_per_day: float) -> int:
-    """How many alerts a budget of ``alerts_per_day`` allows over the slice's span (>= 1)."""
-    return max(1, round(alerts_per_day * data.days))
+    """How many alerts a budget of ``alerts_per_day`` allows over the slice (>= 1).
+
+    The budget is per day of the whole stream: a sampled slice gets its share of it.
+    """
+    return max(1, round(alerts_per_day * data.days * data.stream_share))
 
 
 def precision_at_budget(data: ScoredSlice, alerts_per_day: float) -> float:

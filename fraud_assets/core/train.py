@@ -402,6 +402,20 @@ def train_protocol(
         model = fit(train, config)
         holdout_scores = scored_slice(model, holdout)
         counts = train.agg(F.count(F.lit(1)), F.sum(LABEL_COLUMN)).first()
+        # Daily alert budgets apply to the whole stream: a randomly sampled slice holds only
+        # part of each day's transactions (see ScoredSlice.stream_share).
+        train_rows = int(counts[0])
+        train_share = 1.0
+        if protocol == "random_80_20":
+            train_share = train_rows / (train_rows + holdout_scores.rows)
+            holdout_scores = replace(
+                holdout_scores,
+                stream_share=holdout_scores.rows / (train_rows + holdout_scores.rows),
+            )
+        if protocol == "random_80_20" or validation_slice != protocol:
+            validation = replace(
+                validation, stream_share=train_share * validation.rows / max(train_rows, 1)
+            )
     finally:
         for df in (train, fit_part, validation_part):
             df.unpersist()

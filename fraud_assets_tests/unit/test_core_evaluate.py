@@ -1,6 +1,7 @@
 """Holdout metrics on constructed cases whose answers are computed by hand."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from fraud_assets.core.evaluate import (
     at_threshold,
     average_precision,
     bootstrap_ap_interval,
+    budget_alerts,
     precision_at_budget,
     ranking_metrics,
     roc_auc,
@@ -88,6 +90,15 @@ def test_precision_at_budget_scales_the_budget_by_the_days_spanned():
     assert precision_at_budget(one_day, alerts_per_day=3) == pytest.approx(2 / 3)  # top 3
     half_day = ScoredSlice.of(LABELS, SCORES, times=np.linspace(0, SECONDS_PER_DAY / 2, 8))
     assert precision_at_budget(half_day, alerts_per_day=4) == 1.0  # top 2
+
+
+def test_a_sampled_slice_gets_its_share_of_the_daily_budget():
+    # One day, but only a quarter of that day's transactions: 8 alerts/day -> top 2 here.
+    sample = ScoredSlice.of(LABELS, SCORES, times=np.linspace(0, SECONDS_PER_DAY, 8))
+    assert budget_alerts(sample, alerts_per_day=8) == 8
+    quarter = replace(sample, stream_share=0.25)
+    assert budget_alerts(quarter, alerts_per_day=8) == 2
+    assert precision_at_budget(quarter, alerts_per_day=8) == 1.0
 
 
 def test_bootstrap_interval_is_seeded_and_brackets_the_estimate():

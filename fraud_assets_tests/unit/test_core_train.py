@@ -131,8 +131,19 @@ def test_a_validation_slice_without_frauds_falls_back_to_a_random_slice(spark):
     run = train_protocol(audited_df(spark, rows), "time_ordered", [TrainingConfig(max_iter=30)])
     assert run.validation_slice.startswith("random_80_20")
     assert run.validation.frauds > 0
+    # A random fifth of the training period holds a fifth of its transactions per day.
+    assert run.validation.stream_share == pytest.approx(run.validation.rows / run.train_rows)
+    assert run.holdout.stream_share == 1.0
     # The holdout is still the time-ordered one: the last 20% of rows.
     assert run.holdout.times.min() > max(r["Time"] for r in rows[: len(rows) - run.holdout.rows])
+
+
+def test_random_protocol_slices_get_their_share_of_the_alert_budget(transactions):
+    run = train_protocol(transactions, "random_80_20", [TrainingConfig(max_iter=30)])
+    total = run.train_rows + run.holdout.rows
+    assert run.holdout.stream_share == pytest.approx(run.holdout.rows / total)
+    assert run.validation.stream_share == pytest.approx(run.validation.rows / total)
+    assert 0.1 < run.holdout.stream_share < 0.3
 
 
 def test_a_time_ordered_run_keeps_its_own_validation_slice(transactions):
