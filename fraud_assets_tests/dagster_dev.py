@@ -303,15 +303,25 @@ def _stop(process: subprocess.Popen, handle: DagsterDev, grace_s: float) -> dict
         The processes that did not exit on SIGTERM within the grace period, {pid: cmdline}.
     """
     home = str(handle.dagster_home)
+    signalled = set(processes_referencing(home))
     _signal_group(process.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     try:
-        process.wait(timeout=grace_s)
+        process.wait(timeout=min(grace_s, 5.0))
     except subprocess.TimeoutExpired:
         pass
     # The leader may exit while its children are still shutting down: they get the same
-    # grace period, counted from the SIGTERM.
-    while time.monotonic() < deadline and processes_referencing(home):
+    # grace period, counted from the SIGTERM. dagster dev's code-server manager can also
+    # restart a code server that exited during the shutdown (seen once: "Code server process
+    # has exited with code 0. Restarting the code server process"); that new process was
+    # born after the SIGTERM, so it gets its own, once.
+    while time.monotonic() < deadline and (alive := processes_referencing(home)):
+        for pid in set(alive) - signalled:
+            signalled.add(pid)
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         time.sleep(0.5)
     not_stopped = processes_referencing(home)
     _signal_group(process.pid, signal.SIGKILL)
