@@ -29,7 +29,11 @@ from pyspark.ml.classification import LogisticRegressionModel
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from fraud_assets.core.explain import UnexplainableModelError, feature_weights
+from fraud_assets.core.explain import (
+    UnexplainableModelError,
+    contribution_columns,
+    feature_weights,
+)
 
 _CACHE: "weakref.WeakKeyDictionary[PipelineModel, Column | None]" = weakref.WeakKeyDictionary()
 
@@ -48,12 +52,11 @@ def _build(model: PipelineModel) -> Column | None:
         weights = feature_weights(model)
     except UnexplainableModelError:
         return None
+    # The log-odds is the intercept plus the per-feature contributions the explanations
+    # list (features with no weight or no spread in training contribute exactly 0).
     margin = F.lit(_intercept(stages[2]))
-    for name, weight, shift, scale in zip(
-        weights.features, weights.weights, weights.shifts, weights.scales, strict=True
-    ):
-        standardized = (F.col(name).cast("double") - F.lit(shift)) * F.lit(scale)
-        margin = margin + F.lit(weight) * standardized
+    for contribution in contribution_columns(weights).values():
+        margin = margin + contribution
     return F.lit(1.0) / (F.lit(1.0) + F.exp(-margin))
 
 

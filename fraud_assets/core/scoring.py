@@ -79,15 +79,15 @@ def _rejection_checks(
         )
     )
     checks += [
-        (
-            F.isnan(message[name]) | (F.abs(message[name]) == F.lit(float("inf"))),
-            F.lit(f"non_finite:{name}"),
-        )
-        for name in _NUMERIC_FIELDS
+        (_non_finite(message[name]), F.lit(f"non_finite:{name}")) for name in _NUMERIC_FIELDS
     ]
     checks.append((message["Amount"] < 0, F.lit("negative_amount")))
     checks.append((~message["Class"].isin(0, 1), F.lit("invalid_class")))
     return checks
+
+
+def _non_finite(value: Column) -> Column:
+    return F.isnan(value) | (F.abs(value) == F.lit(float("inf")))
 
 
 def _id_is_json_string(raw_value: Column) -> Column:
@@ -120,8 +120,7 @@ def _surely_valid(message: Column, raw_value: Column, event_time: Column) -> Col
         & _id_is_json_string(raw_value)
         & event_time.isNotNull()
         & _event_time_is_json_string(raw_value)
-        & ~F.isnan(total)
-        & (F.abs(total) != F.lit(float("inf")))
+        & ~_non_finite(total)
         & (message["Amount"] >= 0)
         & (message["Class"].isNull() | message["Class"].isin(0, 1))
     )
