@@ -132,6 +132,20 @@ def separable_model(spark: SparkSession) -> PipelineModel:
     return fit(training, TrainingConfig(max_iter=50, reg_param=0.05))
 
 
+@functools.cache
+def xgboost_model(spark: SparkSession) -> PipelineModel:
+    """An XGBoost pipeline (xgboost.spark) fitted on ``separable_transactions(400)``, once.
+
+    Small trees and a high learning rate so its probabilities are graded and several
+    features are split on.
+    """
+    training = audited_df(spark, separable_transactions(400))
+    config = TrainingConfig(
+        algorithm="xgb", xgb_n_estimators=25, xgb_max_depth=3, xgb_learning_rate=0.3
+    )
+    return fit(training, config)
+
+
 # --- Kafka records --------------------------------------------------------------------------
 
 

@@ -11,16 +11,17 @@ standardized value ``z = (x - shift) * scale`` exactly as the fitted scaler comp
   log-odds of fraud is ``intercept + sum(contributions)``, so a positive contribution pushes
   toward fraud and the three largest ``|contribution|`` are the features that moved this
   score the most.
-- **Random forest / gradient-boosted trees**: ``contribution = importance * |z|``, with the
-  model's ``featureImportances`` (mean impurity decrease, normalised to sum to 1). This is an
-  approximation: a tree's effect is not linear in a feature and depends on the others, so
-  there is no per-feature term to read off. Global importance says how much the model relies
-  on a feature, ``|z|`` how far this transaction's value sits from the training mean in
-  standard deviations; their product ranks the features the model relies on *and* that are
-  unusual here. It is non-negative (the direction is not known) and the contributions do not
-  add up to the score. Exact per-row attributions for trees (TreeSHAP, Saabas paths) would
-  need the tree structure evaluated per row; this keeps the cost of a handful of
-  multiplications on alert rows only.
+- **Random forest / gradient-boosted trees / XGBoost**: ``contribution = importance * |z|``,
+  with Spark ML's ``featureImportances`` (mean impurity decrease, normalised to sum to 1) or
+  XGBoost's ``total_gain`` importance (the loss reduction of every split on the feature,
+  normalised the same way). This is an approximation: a tree's effect is not linear in a
+  feature and depends on the others, so there is no per-feature term to read off. Global
+  importance says how much the model relies on a feature, ``|z|`` how far this transaction's
+  value sits from the training mean in standard deviations; their product ranks the features
+  the model relies on *and* that are unusual here. It is non-negative (the direction is not
+  known) and the contributions do not add up to the score. Exact per-row attributions for
+  trees (TreeSHAP, Saabas paths) would need the tree structure evaluated per row; this keeps
+  the cost of a handful of multiplications on alert rows only.
 
 Features whose weight is zero (unused by the model) or whose training values were constant
 are never listed, so an alert can carry fewer than three entries.
@@ -53,7 +54,19 @@ _TREE_MODELS = (
 
 
 class UnexplainableModelError(ValueError):
-    """The model is not ``[VectorAssembler, StandardScalerModel, LR | RF | GBT]``."""
+    """The model is not ``[VectorAssembler, StandardScalerModel, LR | RF | GBT | XGBoost]``."""
+
+
+def is_xgboost(stage) -> bool:
+    """Whether ``stage`` is a fitted model of ``xgboost.spark`` (without importing xgboost)."""
+    return type(stage).__module__.startswith("xgboost.spark") and hasattr(stage, "get_booster")
+
+
+def _xgboost_importances(classifier, n: int) -> list[float]:
+    """Total gain per feature (``f0``, ``f1``, ... in assembler order), summing to 1."""
+    gains = classifier.get_booster().get_score(importance_type="total_gain")
+    total = sum(gains.values())
+    return [gains.get(f"f{i}", 0.0) / total if total else 0.0 for i in range(n)]
 
 
 @dataclass(frozen=True)
@@ -103,6 +116,9 @@ def feature_weights(model: PipelineModel) -> FeatureWeights:
         method = LINEAR
     elif isinstance(classifier, _TREE_MODELS):
         weights = classifier.featureImportances.toArray()
+        method = TREE_APPROXIMATION
+    elif is_xgboost(classifier):
+        weights = _xgboost_importances(classifier, n)
         method = TREE_APPROXIMATION
     else:
         raise UnexplainableModelError(f"no explanation for {type(classifier).__name__}")

@@ -24,6 +24,7 @@ from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
+from fraud_assets.core.explain import is_xgboost
 from fraud_assets.core.registry import Promotion
 from fraud_assets.core.scoring import (
     alert_kafka_records,
@@ -39,8 +40,14 @@ from fraud_assets.core.settings import KafkaSettings
 class RealtimeSettings:
     """How the real-time alert query reads Kafka and how often it checkpoints."""
 
-    checkpoint_interval: str = "5 seconds"
-    """The ``realTime`` trigger duration: a long-running batch commits its offsets this often."""
+    checkpoint_interval: str = "60 seconds"
+    """The ``realTime`` trigger duration: a long-running batch commits its offsets this often.
+
+    Each hand-over from one long-running batch to the next stalls delivery for a few hundred
+    milliseconds; with 5 s batches that stall touched every p99 of the benchmark (357-473
+    ms), with 60 s batches p99 was 14-21 ms at 5k and 10k tx/s (``docs/performance.md``).
+    The price: after a crash, up to this much of the alerts is sent again (at-least-once;
+    consumers de-duplicate by the alert key)."""
     starting_offsets: str = "latest"
     """A fresh low-latency path alerts on new transactions; the backlog is the micro-batch
     query's job."""
@@ -73,7 +80,17 @@ def start_realtime_alert_query(
     Each core running one of its long-lived tasks is taken for the life of the query: the
     Spark master needs at least as many cores as ``transactions`` has partitions (plus
     what the micro-batch queries need beside it), or the query never starts processing.
+
+    Raises:
+        ValueError: ``model`` is an XGBoost model, scored by a pandas UDF, which real-time
+            mode does not run.
     """
+    if is_xgboost(model.stages[-1]):
+        raise ValueError(
+            f"model {promotion.version} is an XGBoost model, scored by a pandas UDF, and "
+            "real-time mode runs no Python UDF: promote a logistic regression for the "
+            "low-latency path (the micro-batch query scores any model)"
+        )
     records = (
         spark.readStream.format("kafka")
         .options(**kafka.spark_options())

@@ -1,5 +1,6 @@
 """The one Spark session of a process, configured the same way everywhere."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -86,10 +87,23 @@ def spark_conf(settings: SparkSettings) -> dict[str, str]:
     return conf
 
 
+def point_python_workers(conf: dict[str, str]) -> None:
+    """Make Python workers (xgboost's training task) run ``conf``'s interpreter.
+
+    PySpark's ``SparkContext`` takes the workers' interpreter from ``PYSPARK_PYTHON`` in this
+    process's environment, not from ``spark.pyspark.python`` (which only ``spark-submit``
+    reads): without this, workers start the system ``python3``, which lacks this project's
+    packages. Call it before the session is created.
+    """
+    os.environ["PYSPARK_PYTHON"] = conf["spark.pyspark.python"]
+
+
 def get_spark(settings: SparkSettings) -> SparkSession:
     """The process-wide Spark session (created on first use, reused afterwards)."""
     builder = SparkSession.builder
-    for key, value in spark_conf(settings).items():
+    conf = spark_conf(settings)
+    point_python_workers(conf)
+    for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")

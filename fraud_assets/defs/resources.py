@@ -18,7 +18,7 @@ from pyspark.sql import SparkSession
 from fraud_assets.core.paths import ProjectPaths
 from fraud_assets.core.registry import ModelRegistry
 from fraud_assets.core.settings import KafkaSettings, SparkSettings, Topics
-from fraud_assets.core.spark import spark_conf
+from fraud_assets.core.spark import point_python_workers, spark_conf
 from fraud_assets.core.stream import StreamPaths
 from fraud_assets.setup.dataset import DATASET_SHA256
 
@@ -129,7 +129,9 @@ class SparkResource(dg.ConfigurableResource):
         # it, so terminating the run raises DagsterExecutionInterruptedError in the op (which
         # stops its queries) instead of a KeyboardInterrupt chained to a failed py4j call.
         previous = signal.getsignal(signal.SIGINT)
-        session = LazyPySparkResource(spark_config=spark_conf(self.settings)).spark_session
+        conf = spark_conf(self.settings)
+        point_python_workers(conf)
+        session = LazyPySparkResource(spark_config=conf).spark_session
         if previous is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, previous)
         return session

@@ -26,7 +26,7 @@ class TrainingRunConfig(dg.Config):
     ``algorithms: ["lr"]`` or ``num_trees: 20``.
     """
 
-    algorithms: list[str] = Field(default=["lr", "rf"], description="subset of lr, rf, gbt")
+    algorithms: list[str] = Field(default=["lr", "rf"], description="subset of lr, rf, gbt, xgb")
     protocols: list[str] = Field(
         default=["time_ordered"],
         description="time_ordered (always; its model is the one saved) and random_80_20 for "
@@ -43,8 +43,13 @@ class TrainingRunConfig(dg.Config):
     rf_max_depth: int = 10
     gbt_max_iter: int = 40
     gbt_max_depth: int = 5
+    xgb_n_estimators: int = train.TrainingConfig.xgb_n_estimators
+    xgb_max_depth: int = train.TrainingConfig.xgb_max_depth
+    xgb_scale_pos_weight: float = train.TrainingConfig.xgb_scale_pos_weight
     tree_negative_fraction: float = Field(
-        default=0.25, description="share of legitimate rows trees are fitted on (all frauds)"
+        default=0.25,
+        description="share of legitimate rows Spark ML's trees are fitted on (all frauds); "
+        "lr and xgb use every row",
     )
     policy: str = Field(default="max_f1", description=f"recommended policy, one of {POLICIES}")
     min_precision: float = PolicySettings.min_precision
@@ -63,7 +68,10 @@ class TrainingRunConfig(dg.Config):
             rf_max_depth=self.rf_max_depth,
             gbt_max_iter=self.gbt_max_iter,
             gbt_max_depth=self.gbt_max_depth,
-            negative_fraction=1.0 if algorithm == "lr" else self.tree_negative_fraction,
+            xgb_n_estimators=self.xgb_n_estimators,
+            xgb_max_depth=self.xgb_max_depth,
+            xgb_scale_pos_weight=self.xgb_scale_pos_weight,
+            negative_fraction=(1.0 if algorithm in ("lr", "xgb") else self.tree_negative_fraction),
         )
 
     @property
@@ -87,8 +95,8 @@ def _validate(config: TrainingRunConfig) -> None:
     deps=[audited_transactions],
     description=(
         "Versioned Spark ML PipelineModels (VectorAssembler -> StandardScaler -> logistic "
-        "regression, random forest or gradient-boosted trees), one per configured algorithm, "
-        "trained on the earliest 80% of transactions; thresholds chosen on a validation "
+        "regression, random forest, gradient-boosted trees or XGBoost), one per configured "
+        "algorithm, trained on the earliest 80% of transactions; thresholds chosen on a validation "
         "slice, metrics measured once on the last 20%."
     ),
 )

@@ -49,8 +49,8 @@ def comparison_table(entries: list[dict[str, Any]]) -> str:
     """The comparison as a Markdown table (one row per model x protocol)."""
     lines = [
         "| model | protocol | AP (95% CI) | AP trapezoid | ROC-AUC | threshold (policy) "
-        "| precision | recall | precision @ budget | train s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| precision | recall | precision @ budget | train s | scoring core-µs/row |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for e in entries:
         lines.append(
@@ -58,7 +58,8 @@ def comparison_table(entries: list[dict[str, Any]]) -> str:
             f"({_fmt(e['ap_ci_low'])}–{_fmt(e['ap_ci_high'])}) | {_fmt(e['ap_trapezoid'])} "
             f"| {_fmt(e['roc_auc'], 4)} | {_fmt(e['threshold'], 6)} ({_fmt(e['policy'])}) "
             f"| {_fmt(e['precision'])} | {_fmt(e['recall'])} "
-            f"| {_fmt(e['precision_at_budget'])} | {_fmt(e['train_seconds'], 0)} |"
+            f"| {_fmt(e['precision_at_budget'])} | {_fmt(e['train_seconds'], 0)} "
+            f"| {_fmt(e.get('scoring_core_us_per_row'), 1)} |"
         )
     return "\n".join(lines)
 
@@ -109,6 +110,9 @@ def run_models(args: argparse.Namespace) -> int:
             run = train.train_protocol(audited, protocol, candidates)
             report = train.run_report(run, settings, args.policy, resamples=args.resamples)
             entry = train.comparison_entry(report)
+            # What the stream pays per transaction for this model: the same expression (or
+            # UDF) over every audited row, net of reading them.
+            entry["scoring_core_us_per_row"] = train.scoring_cost_us_per_row(run.model, audited)
             log.info(
                 "%s %s: AP %.3f [%.3f, %.3f] in %.0f s",
                 algorithm,
@@ -137,7 +141,8 @@ def run_models(args: argparse.Namespace) -> int:
         },
     )
     note = (
-        f"`fraud-assets models` on {datetime.now(UTC):%Y-%m-%d}: holdout metrics, "
+        f"`fraud-assets models{f' --budget {args.budget}' if args.budget else ''}` on "
+        f"{datetime.now(UTC):%Y-%m-%d}: holdout metrics, "
         f"thresholds chosen on validation by `{args.policy}`, budget "
         f"{args.alerts_per_day:g} alerts/day, {args.resamples} bootstrap resamples."
     )

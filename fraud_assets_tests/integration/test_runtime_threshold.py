@@ -1,5 +1,8 @@
 """An operator's threshold change and model switch, applied by a running stream on the real
-broker: from the next micro-batch, nothing lost or duplicated, every change logged."""
+broker: from the next micro-batch, nothing lost or duplicated, every change logged.
+
+The switch promotes an XGBoost model over the logistic regression, so the same run shows
+the stream scoring with either kind of model (compiled expression, XGBoost's predictor)."""
 
 import json
 import time
@@ -17,6 +20,7 @@ from fraud_assets.core.stream import (
     StreamSettings,
     start_scoring_query,
 )
+from fraud_assets.core.train import TrainingConfig, fit, with_fraud_prob
 from fraud_assets.kafka.io import produce_messages, read_topic
 from fraud_assets_tests.integration.test_stream_restart import (  # noqa: F401  (fixtures)
     _messages,
@@ -27,9 +31,10 @@ from fraud_assets_tests.integration.test_stream_restart import (  # noqa: F401  
 pytestmark = pytest.mark.integration
 
 V1 = "lr-20260101T000000Z"
-V2 = "lr-20260102T000000Z"
-OLD, NEW, SWITCHED = 0.9, 0.2, 0.5
-"""Batch 1 alerts at 0.9; an operator lowers it to 0.2 for batch 2, then promotes V2 at 0.5."""
+V2 = "xgb-20260102T000000Z"
+OLD, NEW = 0.9, 0.2
+"""Batch 1 alerts at 0.9; an operator lowers it to 0.2 for batch 2, then promotes V2 at the
+threshold that makes its 20 highest scores of batch 3 alerts."""
 
 
 def wait_until(condition: Callable[[], bool], query, timeout_s: float = 240.0) -> None:
@@ -51,10 +56,12 @@ def test_threshold_change_and_promotion_apply_from_the_next_micro_batch(
     model_and_promotion,  # noqa: F811
 ):
     model, _ = model_and_promotion
+    training = spark.createDataFrame(real_rows, schema=AUDITED_TRANSACTIONS_SCHEMA)
+    xgboost = fit(training, TrainingConfig(algorithm="xgb", xgb_n_estimators=30, xgb_max_depth=3))
     registry = ModelRegistry(tmp_path / "models")
     metadata = {"features": list(FEATURE_COLUMNS), "metrics": {"pr_auc": 0.8}}
     registry.save(V1, model, metadata)
-    registry.save(V2, model, metadata)  # the same numbers under a new name: the switch shows
+    registry.save(V2, xgboost, metadata)
     first_promotion = registry.promote(V1, OLD, "max_f1", 0.8, changed_by="selection")
 
     topics = Topics(
@@ -66,10 +73,12 @@ def test_threshold_change_and_promotion_apply_from_the_next_micro_batch(
     paths = StreamPaths.under(tmp_path / "tables", tmp_path / "checkpoints")
     parts = [real_rows.iloc[:800], real_rows.iloc[800:1400], real_rows.iloc[1400:]]
     frames = [spark.createDataFrame(p, schema=AUDITED_TRANSACTIONS_SCHEMA) for p in parts]
+    xgboost_scores = with_fraud_prob(xgboost, frames[2]).select("fraud_prob").collect()
+    switched = sorted({r["fraud_prob"] for r in xgboost_scores}, reverse=True)[19]
     expected = [
         expected_alert_ids(model, frames[0], first_promotion),
         expected_alert_ids(model, frames[1], Promotion(V1, NEW, "manual", "")),
-        expected_alert_ids(model, frames[2], Promotion(V2, SWITCHED, "m", "")),
+        expected_alert_ids(xgboost, frames[2], Promotion(V2, switched, "m", "")),
     ]
     # The change must matter: batch 2 at the old threshold would alert on fewer ids.
     assert expected[1] - expected_alert_ids(model, frames[1], first_promotion)
@@ -90,7 +99,7 @@ def test_threshold_change_and_promotion_apply_from_the_next_micro_batch(
             if index == 1:
                 registry.set_threshold(NEW, changed_by="alice", reason="catch more fraud")
             elif index == 2:
-                registry.promote(V2, SWITCHED, "manual", 0.8, changed_by="bob", reason="new model")
+                registry.promote(V2, switched, "manual", 0.8, changed_by="bob", reason="new model")
             produce_messages(kafka.bootstrap_servers, topics.transactions, _messages(part))
             scored += len(part)
             wait_until(lambda total=scored: writer.totals.scored >= total, query)
@@ -105,7 +114,7 @@ def test_threshold_change_and_promotion_apply_from_the_next_micro_batch(
     for row in table:
         assert row["transaction_id"] not in by_id, "duplicated in Parquet"
         by_id[row["transaction_id"]] = row
-    settings = [(V1, OLD), (V1, NEW), (V2, SWITCHED)]
+    settings = [(V1, OLD), (V1, NEW), (V2, switched)]
     assert set(by_id) == expected[0] | expected[1] | expected[2]
     for ids, (version, threshold) in zip(expected, settings, strict=True):
         for transaction_id in ids:
@@ -140,7 +149,7 @@ def test_threshold_change_and_promotion_apply_from_the_next_micro_batch(
     assert list(log["action"]) == ["promote", "set_threshold", "promote"]
     assert list(zip(log["old_threshold"].iloc[1:], log["new_threshold"].iloc[1:], strict=True)) == [
         (OLD, NEW),
-        (NEW, SWITCHED),
+        (NEW, switched),
     ]
     assert list(log["new_version"]) == [V1, V1, V2]
     assert list(log["reason"].iloc[1:]) == ["catch more fraud", "new model"]

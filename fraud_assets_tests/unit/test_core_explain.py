@@ -22,7 +22,12 @@ from fraud_assets.core.explain import (
 )
 from fraud_assets.core.scoring import alert_kafka_records, alerts, score_with_features
 from fraud_assets.core.train import with_class_weight
-from fraud_assets_tests.factories import audited_df, separable_model, separable_transactions
+from fraud_assets_tests.factories import (
+    audited_df,
+    separable_model,
+    separable_transactions,
+    xgboost_model,
+)
 
 FEATURES = ("a", "b", "c", "d", "e")
 
@@ -163,6 +168,25 @@ def test_trees_use_importance_times_absolute_standardized_value(spark):
     assert [name for name, _ in got] == [name for name, _ in expected]
     assert [value for _, value in got] == pytest.approx([value for _, value in expected])
     assert all(value >= 0 for _, value in got)
+
+
+def test_xgboost_uses_total_gain_importance(spark):
+    model = xgboost_model(spark)
+    weights = feature_weights(model)
+    assert weights.method == TREE_APPROXIMATION
+    gains = model.stages[2].get_booster().get_score(importance_type="total_gain")
+    total = sum(gains.values())
+    expected = [gains.get(f"f{i}", 0.0) / total for i in range(len(FEATURE_COLUMNS))]
+    assert weights.weights == pytest.approx(expected)
+    assert sum(weights.weights) == pytest.approx(1.0)
+    # The separable data's signal is V1: the trees gain the most from splitting on it.
+    assert max(zip(weights.weights, weights.features, strict=True))[1] == "V1"
+    [result] = (
+        audited_df(spark, separable_transactions(1))
+        .select(top_features(model).alias("top"))
+        .collect()
+    )
+    assert 1 <= len(result["top"]) <= 3 and all(e["contribution"] >= 0 for e in result["top"])
 
 
 def test_a_model_with_other_stages_is_refused(spark):

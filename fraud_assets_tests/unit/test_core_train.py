@@ -7,6 +7,7 @@ from pyspark.ml.classification import (
     RandomForestClassificationModel,
 )
 from pyspark.ml.feature import StandardScalerModel, VectorAssembler
+from xgboost.spark import SparkXGBClassifierModel
 
 from fraud_assets.core.selection import PolicySettings
 from fraud_assets.core.train import (
@@ -17,6 +18,7 @@ from fraud_assets.core.train import (
     protocol_split,
     random_split,
     run_report,
+    scoring_cost_us_per_row,
     search_candidates,
     train_protocol,
 )
@@ -79,10 +81,13 @@ def test_negative_sample_keeps_every_fraud(transactions):
         ("lr", LogisticRegressionModel),
         ("rf", RandomForestClassificationModel),
         ("gbt", GBTClassificationModel),
+        ("xgb", SparkXGBClassifierModel),
     ],
 )
 def test_every_model_is_assembler_scaler_classifier(transactions, algorithm, classifier):
-    config = TrainingConfig(algorithm=algorithm, num_trees=5, gbt_max_iter=5, rf_max_depth=3)
+    config = TrainingConfig(
+        algorithm=algorithm, num_trees=5, gbt_max_iter=5, rf_max_depth=3, xgb_n_estimators=5
+    )
     model = fit(transactions, config)
     assert [type(s) for s in model.stages] == [VectorAssembler, StandardScalerModel, classifier]
     assert model.stages[-1].getOrDefault("probabilityCol") == "probability"
@@ -149,3 +154,13 @@ def test_random_protocol_slices_get_their_share_of_the_alert_budget(transactions
 def test_a_time_ordered_run_keeps_its_own_validation_slice(transactions):
     run = train_protocol(transactions, "time_ordered", [TrainingConfig(max_iter=30)])
     assert run.validation_slice == "time_ordered"
+
+
+def test_scoring_cost_is_measured_net_of_reading_the_rows(spark, transactions):
+    model = fit(transactions, TrainingConfig(max_iter=5))
+    cached = transactions.cache()
+    cost = scoring_cost_us_per_row(model, cached, repeats=2)
+    assert 0.0 <= cost < 1e6 and cost == cost  # finite, never negative
+    with pytest.raises(ValueError, match="empty"):
+        scoring_cost_us_per_row(model, cached.limit(0))
+    cached.unpersist()
