@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
             subset_rows=SMOKE_SUBSET_ROWS,
             rates=(1000,),
             seconds_per_rate=5.0,
+            warm_up_seconds=2.0,
             drain_timeout_s=300.0,
         )
     if args.rates:

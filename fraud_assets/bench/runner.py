@@ -75,13 +75,16 @@ class BenchConfig:
     dataset_csv: Path
     rates: tuple[int, ...] = (1000, 5000, 10000)
     seconds_per_rate: float = 20.0
+    warm_up_seconds: float = 10.0
+    """Untimed paced load at the first rate before the timed ones, for every pipeline: the
+    first seconds of a fresh JVM query (class loading, JIT) are not its steady state."""
     alert_every: int = 50
     """In latency runs every ``alert_every``-th message is a transaction the model alerts
     on (2%: enough timed alerts for a p99 at 1k tx/s); the others never alert."""
     transactions_partitions: int = 2
     stream: StreamSettings = StreamSettings()
     kpi: KpiSettings = KpiSettings()
-    realtime_checkpoint_interval: str = "5 seconds"
+    realtime_checkpoint_interval: str = RealtimeSettings().checkpoint_interval
     spark_master: str = "local[*]"
     shuffle_partitions: int = SparkSettings().shuffle_partitions
     driver_memory: str = SparkSettings().driver_memory
@@ -319,12 +322,14 @@ def throughput_plain_python(ctx: Context, backlog: KafkaSettings, messages: int)
 # --- latency ------------------------------------------------------------------------------
 
 
-def _latency_messages(ctx: Context, rate: int, alert_rows: list, quiet_rows: list):
+def _latency_messages(
+    ctx: Context, rate: int, alert_rows: list, quiet_rows: list, seconds: float, prefix: str
+):
     """``rate * seconds`` messages: every ``alert_every``-th an alerting row, under new ids."""
-    count = int(rate * ctx.config.seconds_per_rate)
+    count = int(rate * seconds)
     rows, ids, timed = [], [], set()
     for i in range(count):
-        tid = f"r{rate}-{i:07d}"
+        tid = f"{prefix}{rate}-{i:07d}"
         if i % ctx.config.alert_every == 0:
             rows.append(alert_rows[(i // ctx.config.alert_every) % len(alert_rows)])
             timed.add(tid.encode())
@@ -347,11 +352,21 @@ def _wait_for_alerts(
         time.sleep(1.0)
 
 
-def _paced_run(ctx: Context, kafka: KafkaSettings, rate: int, rows: tuple) -> tuple[dict, dict]:
-    messages, timed = _latency_messages(ctx, rate, *rows)
+def _paced_run(
+    ctx: Context,
+    kafka: KafkaSettings,
+    rate: int,
+    rows: tuple,
+    seconds: float | None = None,
+    prefix: str = "r",
+) -> tuple[dict, dict]:
+    """Offer ``rate`` tx/s for ``seconds`` (default: the config's); latency of the alerts."""
+    seconds = ctx.config.seconds_per_rate if seconds is None else seconds
+    messages, timed = _latency_messages(ctx, rate, *rows, seconds=seconds, prefix=prefix)
     work = ctx.config.run_dir / "latency-jobs"
     work.mkdir(parents=True, exist_ok=True)
-    job, result = work / f"{kafka.topics.transactions}-{rate}.pkl", work / f"{rate}.json"
+    name = f"{kafka.topics.transactions}-{prefix}{rate}"
+    job, result = work / f"{name}.pkl", work / f"{name}.json"
     generator.write_job(job, messages, timed)
     del messages
     command = [
@@ -369,11 +384,11 @@ def _paced_run(ctx: Context, kafka: KafkaSettings, rate: int, rows: tuple) -> tu
         "--result",
         str(result),
     ]
-    subprocess.run(command, check=True, timeout=ctx.config.seconds_per_rate * 4 + 60)
+    subprocess.run(command, check=True, timeout=seconds * 4 + 60)
     job.unlink()
     produced = json.loads(result.read_text())
     created = produced["create_ms"]
-    drain_s = max(30.0, ctx.config.seconds_per_rate)
+    drain_s = max(30.0, seconds)
     alerts = _wait_for_alerts(ctx, kafka.topics.alerts, set(created), drain_s)
     return latency_summary(created, alerts), produced["result"]
 
@@ -442,6 +457,12 @@ def latency_pipeline(ctx: Context, name: str, rows: tuple) -> dict:
             stack.callback(lambda: [q.stop() for q in queries if q.isActive])
             root, exclude = os.getpid(), SAMPLER_EXCLUDE
         _warm_up(ctx, kafka, rows[0], timeout_s=300.0)
+        if config.warm_up_seconds > 0:
+            warm, _ = _paced_run(
+                ctx, kafka, config.rates[0], rows, config.warm_up_seconds, prefix="w"
+            )
+            out["warm_up"] = warm | {"offered_tps": config.rates[0]}
+            log.info("latency %s warm-up (untimed in the report's rates): %s", name, warm)
         for rate in config.rates:
             with ResourceSampler(root, exclude) as sampler:
                 summary, produced = _paced_run(ctx, kafka, rate, rows)
@@ -640,7 +661,7 @@ def _summarize(config: BenchConfig, promotion: Promotion, throughput: dict, late
         name: {
             rate: {k: v[k] for k in ("p50", "p95", "p99")}
             for rate, v in points.items()
-            if isinstance(v, dict) and "p50" in v
+            if isinstance(v, dict) and "p50" in v and rate != "warm_up"
         }
         for name, points in latency.items()
     }
@@ -681,6 +702,7 @@ def _summarize(config: BenchConfig, promotion: Promotion, throughput: dict, late
             "realtime_checkpoint_interval": config.realtime_checkpoint_interval,
             "rates": list(config.rates),
             "seconds_per_rate": config.seconds_per_rate,
+            "warm_up_seconds": config.warm_up_seconds,
             "alert_every": config.alert_every,
         },
     }

@@ -71,6 +71,8 @@ def test_bench_smoke_reports_every_pipeline_and_exact_alerts(tmp_path: Path) -> 
         # How many alerts arrive within the drain wait depends on the machine's load, so
         # only the accounting is asserted: every timed input is delivered or missing.
         assert point["timed"] > 0 and point["delivered"] + point["missing"] == point["timed"]
+        assert set(report["latency_ms"][name]) == {"1000"}  # the warm-up is not a rate
+        assert detail["warm_up"]["timed"] > 0
         assert set(report["latency_ms"][name]["1000"]) == {"p50", "p95", "p99"}
         if point["delivered"]:
             assert point["p50"] <= point["p95"] <= point["p99"] <= point["max"]
