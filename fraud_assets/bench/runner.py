@@ -353,15 +353,9 @@ def _wait_for_alerts(
 
 
 def _paced_run(
-    ctx: Context,
-    kafka: KafkaSettings,
-    rate: int,
-    rows: tuple,
-    seconds: float | None = None,
-    prefix: str = "r",
+    ctx: Context, kafka: KafkaSettings, rate: int, rows: tuple, seconds: float, prefix: str
 ) -> tuple[dict, dict]:
-    """Offer ``rate`` tx/s for ``seconds`` (default: the config's); latency of the alerts."""
-    seconds = ctx.config.seconds_per_rate if seconds is None else seconds
+    """Offer ``rate`` tx/s for ``seconds`` under ids starting with ``prefix``; alert latency."""
     messages, timed = _latency_messages(ctx, rate, *rows, seconds=seconds, prefix=prefix)
     work = ctx.config.run_dir / "latency-jobs"
     work.mkdir(parents=True, exist_ok=True)
@@ -393,7 +387,9 @@ def _paced_run(
     return latency_summary(created, alerts), produced["result"]
 
 
-def _warm_up(ctx: Context, kafka: KafkaSettings, alert_rows: list, timeout_s: float) -> None:
+def _wait_until_live(
+    ctx: Context, kafka: KafkaSettings, alert_rows: list, timeout_s: float
+) -> None:
     """Send alerting messages until one comes back: the pipeline is live end to end."""
     from fraud_assets.kafka.io import produce_messages
 
@@ -456,7 +452,7 @@ def latency_pipeline(ctx: Context, name: str, rows: tuple) -> dict:
                 ]
             stack.callback(lambda: [q.stop() for q in queries if q.isActive])
             root, exclude = os.getpid(), SAMPLER_EXCLUDE
-        _warm_up(ctx, kafka, rows[0], timeout_s=300.0)
+        _wait_until_live(ctx, kafka, rows[0], timeout_s=300.0)
         if config.warm_up_seconds > 0:
             warm, _ = _paced_run(
                 ctx, kafka, config.rates[0], rows, config.warm_up_seconds, prefix="w"
@@ -465,7 +461,9 @@ def latency_pipeline(ctx: Context, name: str, rows: tuple) -> dict:
             log.info("latency %s warm-up (untimed in the report's rates): %s", name, warm)
         for rate in config.rates:
             with ResourceSampler(root, exclude) as sampler:
-                summary, produced = _paced_run(ctx, kafka, rate, rows)
+                summary, produced = _paced_run(
+                    ctx, kafka, rate, rows, config.seconds_per_rate, prefix="r"
+                )
             if name != "plain_python":
                 failed = [q.name for q in queries if q.exception() is not None]
                 if failed:

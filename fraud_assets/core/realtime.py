@@ -43,11 +43,11 @@ class RealtimeSettings:
     checkpoint_interval: str = "60 seconds"
     """The ``realTime`` trigger duration: a long-running batch commits its offsets this often.
 
-    Each hand-over from one long-running batch to the next stalls delivery for a few hundred
-    milliseconds; with 5 s batches that stall touched every p99 of the benchmark (357-473
-    ms), with 60 s batches p99 was 14-21 ms at 5k and 10k tx/s (``docs/performance.md``).
-    The price: after a crash, up to this much of the alerts is sent again (at-least-once;
-    consumers de-duplicate by the alert key)."""
+    Each hand-over from one long-running batch to the next stalls delivery for about half a
+    second; with 5 s batches one fell in every 20 s benchmark window (p99 357-473 ms), with
+    60 s batches p99 stayed at 6-68 ms in the windows without one and was 190-642 ms in the
+    window holding one (``docs/performance.md``). The price: after a crash, up to this much
+    of the alerts is sent again (at-least-once; consumers de-duplicate by the alert key)."""
     starting_offsets: str = "latest"
     """A fresh low-latency path alerts on new transactions; the backlog is the micro-batch
     query's job."""

@@ -274,6 +274,8 @@ def filter_negative_sample(df: DataFrame, fraction: float, seed: int = SPLIT_SEE
 
 
 def _classifier(config: TrainingConfig):
+    if config.algorithm == "xgb":
+        return _xgboost_classifier(config)
     # probabilityCol and rawPredictionCol keep their defaults ("probability",
     # "rawPrediction"): GBTClassifier's constructor does not accept them.
     common = {
@@ -283,8 +285,6 @@ def _classifier(config: TrainingConfig):
     }
     if config.is_class_weighted:
         common["weightCol"] = WEIGHT_COLUMN
-    if config.algorithm == "xgb":
-        return _xgboost_classifier(config)
     if config.algorithm == "lr":
         return LogisticRegression(
             maxIter=config.max_iter,
