@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
             seconds_per_rate=5.0,
             warm_up_seconds=2.0,
             drain_timeout_s=300.0,
+            ladder_warm_up_per_partition=2_000,
         )
     if args.rates:
         config = replace(config, rates=tuple(args.rates))
@@ -87,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(summary | {"latency_ms": report["latency_ms"]}, indent=2))
     print(f"report: {out_dir / 'report.json'}  plan: {out_dir / 'plan.txt'}")
     exact = all(c.get("exact") for c in report["correctness"].values())
+    exact = exact and report["cost_ladder_exact"]
     return 0 if exact else 1
 
 

@@ -32,7 +32,7 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from fraud_assets.bench import generator, pipelines
+from fraud_assets.bench import generator, ladder, pipelines
 from fraud_assets.bench.latency import ResourceSampler, latency_summary
 from fraud_assets.bench.plain_python import linear_model_of
 from fraud_assets.core import train
@@ -91,6 +91,8 @@ class BenchConfig:
     pipelines: tuple[str, ...] = PIPELINES
     latency_pipelines: tuple[str, ...] = LATENCY_PIPELINES
     drain_timeout_s: float = 600.0
+    ladder_warm_up_per_partition: int = 20_000
+    """Records per partition each cost-ladder rung reads untimed before its timed run."""
     subset_rows: int | None = None
     """Smoke runs: only the first ``subset_rows`` audited transactions and every fraud."""
     smoke: bool = False
@@ -565,6 +567,22 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
                 throughput[name] = _failed(error)
             log.info("throughput %s: %s tx/s", name, throughput[name]["tps"])
             t = lap(f"throughput_{name}", t)
+
+        # After the throughput runs: its warm-up passes would otherwise warm the JVM for them.
+        report["cost_ladder"] = ladder.cost_ladder(
+            spark,
+            backlog,
+            model,
+            promotion,
+            cores=os.cpu_count() or 1,
+            warm_up_per_partition=config.ladder_warm_up_per_partition,
+            on_rung=lambda name, rung: log.info("cost ladder %s: %s", name, rung),
+        )
+        report["cost_ladder_exact"] = all(
+            rung["rows"] == total and rung["alerts"] in (None, len(expected))
+            for rung in report["cost_ladder"].values()
+        )
+        t = lap("cost_ladder", t)
 
         alert_rows, quiet_rows = _latency_rows(audited_dir, audited, model, promotion)
         latency: dict[str, Any] = {}

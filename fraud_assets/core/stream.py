@@ -16,7 +16,8 @@ Its ``foreachBatch`` writer commits each micro-batch idempotently:
 3. every scored transaction is committed to the scored-transactions table, the input of
    the KPI query (:mod:`fraud_assets.core.kpis`), so Kafka is parsed and scored once;
 4. rejected messages go the same way as alerts to the quarantine table and
-   ``transactions_dlq``;
+   ``transactions_dlq`` (a batch without any writes no quarantine partition: its count
+   is observed while the alerts are written);
 5. a small JSON batch log records the counts.
 
 Spark's checkpoint (one per query, never deleted by code) makes a restart resume at the
@@ -361,11 +362,20 @@ class ScoringBatchWriter:
         parsed = parsed.withColumn(
             "value", F.when(F.col("reason").isNotNull(), F.col("value"))
         ).persist()
+        # The alerts write reads every parsed row: it counts the rejected ones on the way,
+        # so a batch without any skips the dead-letter commit (a Spark job and a rename).
+        rejected = CountedRows(parsed, F.count_if(F.col("reason").isNotNull()).alias("invalid"))
+        # Trees: scoring costs more than keeping the scored rows until the last write. The
+        # count is then taken by a job of its own: metrics observed inside a cached plan are
+        # not something to wait on.
+        observed = scorer.cheap
         scored_with_features = score_with_features(
-            scorer.model, filter_valid(parsed), promotion.threshold, promotion.version
+            scorer.model,
+            filter_valid(rejected.df if observed else parsed),
+            promotion.threshold,
+            promotion.version,
         )
         if not scorer.cheap:
-            # Trees: scoring costs more than keeping the scored rows until the last write.
             scored_with_features = scored_with_features.persist()
         scored = scored_with_features.select(*field_names(SCORED_TRANSACTIONS_SCHEMA))
         laps = Laps()
@@ -390,12 +400,11 @@ class ScoringBatchWriter:
             counts = scored_counts.result(written=not existed)
             laps.done("scored")
 
-            letters = CountedRows(dead_letters(parsed), F.count(F.lit(1)).alias("invalid"))
-            letters_dir, existed = commit_batch_partition(
-                letters.df, self.paths.quarantine_table, batch_id
-            )
-            invalid = int(letters.result(written=not existed)["invalid"])
+            invalid = int(rejected.result(written=observed and not replayed)["invalid"])
             if invalid:
+                letters_dir, _ = commit_batch_partition(
+                    dead_letters(parsed), self.paths.quarantine_table, batch_id
+                )
                 committed_letters = self.spark.read.schema(DEAD_LETTER_SCHEMA).parquet(
                     str(letters_dir)
                 )

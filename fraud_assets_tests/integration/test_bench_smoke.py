@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from fraud_assets.bench.ladder import RUNGS
 from fraud_assets.bench.latency import process_tree
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -81,6 +82,17 @@ def test_bench_smoke_reports_every_pipeline_and_exact_alerts(tmp_path: Path) -> 
         assert set(report["cpu"][name]) == {"cpu_seconds", "avg_cores"}
     assert {"cores", "spark", "kafka", "python"} <= set(report["machine"])
     assert report["settings"]["stream"]["max_offsets_per_trigger"] > 0
+
+    # The cost ladder: every rung read the whole backlog, and every scoring rung alerted on
+    # exactly as many messages as batch scoring expects.
+    ladder = report["cost_ladder"]
+    assert set(ladder) == set(RUNGS)
+    expected_alerts = report["correctness"]["production"]["alerts_expected"]
+    for name, rung in ladder.items():
+        assert rung["rows"] == report["backlog_messages"], (name, rung)
+        assert rung["tps"] > 0 and rung["core_us_per_message"] > 0
+        assert rung["alerts"] == (expected_alerts if name.endswith("score") else None), name
+    assert report["cost_ladder_exact"] is True
 
     # One JSON parse per message in each production micro-batch (the parse is cached).
     counts = report["from_json_count"]

@@ -63,6 +63,17 @@ def _messages(rows):
     return [encode_message(transaction_message(row)) for row in rows.to_dict(orient="records")]
 
 
+def _fresh_run(kafka_broker, unique_topics, tmp_path, partitions):
+    """New topics on the session's broker, and tables and checkpoints under ``tmp_path``."""
+    topics = Topics(
+        transactions=unique_topics(partitions=partitions, prefix="tx"),
+        alerts=unique_topics(partitions=1, prefix="alerts"),
+        dead_letter=unique_topics(partitions=1, prefix="dlq"),
+    )
+    kafka = KafkaSettings(bootstrap_servers=kafka_broker.bootstrap_servers, topics=topics)
+    return kafka, StreamPaths.under(tmp_path / "tables", tmp_path / "checkpoints")
+
+
 def _run_bounded(spark, kafka, paths, model, promotion):
     writer = ScoringBatchWriter(spark, kafka, paths, model, promotion)
     query = start_scoring_query(
@@ -76,13 +87,8 @@ def test_restart_on_the_same_checkpoint_loses_and_duplicates_nothing(
     spark, kafka_broker, unique_topics, tmp_path, real_rows, model_and_promotion
 ):
     model, promotion = model_and_promotion
-    topics = Topics(
-        transactions=unique_topics(partitions=2, prefix="tx"),
-        alerts=unique_topics(partitions=1, prefix="alerts"),
-        dead_letter=unique_topics(partitions=1, prefix="dlq"),
-    )
-    kafka = KafkaSettings(bootstrap_servers=kafka_broker.bootstrap_servers, topics=topics)
-    paths = StreamPaths.under(tmp_path / "tables", tmp_path / "checkpoints")
+    kafka, paths = _fresh_run(kafka_broker, unique_topics, tmp_path, partitions=2)
+    topics = kafka.topics
     first, second = real_rows.iloc[:1200], real_rows.iloc[1200:]
 
     produce_messages(kafka.bootstrap_servers, topics.transactions, _messages(first))
@@ -123,6 +129,51 @@ def test_restart_on_the_same_checkpoint_loses_and_duplicates_nothing(
             assert letter["value"] == value.decode()
     quarantine = spark.read.parquet(str(paths.quarantine_table))
     assert quarantine.where(F.col("reason").isNotNull()).count() == len(BAD_MESSAGES)
+    # Only batches that rejected something have a quarantine partition, with exactly their
+    # rejected rows (the count is observed while the alerts are written).
+    logs = [json.loads(p.read_text()) for p in paths.batch_log_dir.glob("batch-*.json")]
+    rejecting = {log["batch_id"]: log["invalid"] for log in logs if log["invalid"]}
+    assert sum(rejecting.values()) == len(BAD_MESSAGES)
+    per_partition = {
+        r["batch_id"]: r["count"] for r in quarantine.groupBy("batch_id").count().collect()
+    }
+    assert per_partition == rejecting
+    assert len(logs) > len(rejecting)  # the clean batches wrote no quarantine partition
+
+
+def test_a_replayed_batch_reports_the_same_counts_and_commits_nothing_twice(
+    spark, kafka_broker, unique_topics, tmp_path, real_rows, model_and_promotion
+):
+    """A batch run again under its id (a crash before Spark's commit) finds its partitions,
+    writes nothing new and still counts its rejected rows (no write to observe them in)."""
+    model, promotion = model_and_promotion
+    kafka, paths = _fresh_run(kafka_broker, unique_topics, tmp_path, partitions=1)
+    topics = kafka.topics
+    tables = tmp_path / "tables"
+    produce_messages(kafka.bootstrap_servers, topics.transactions, _messages(real_rows.iloc[:300]))
+    produce_messages(
+        kafka.bootstrap_servers, topics.transactions, [(k, v) for k, v, _ in BAD_MESSAGES]
+    )
+    records = (
+        spark.read.format("kafka")
+        .options(**kafka.spark_options())
+        .option("subscribe", topics.transactions)
+        .load()
+    )
+    writer = ScoringBatchWriter(spark, kafka, paths, model, promotion)
+    writer(records, 7)
+    files = sorted(tables.rglob("*.parquet"))
+    writer(records, 7)
+    first, again = writer.totals.history
+    assert (first.replayed, again.replayed) == (False, True)
+    assert (again.scored, again.alerts, again.invalid) == (
+        first.scored,
+        first.alerts,
+        first.invalid,
+    )
+    assert (first.scored, first.invalid) == (300, len(BAD_MESSAGES))
+    assert sorted(tables.rglob("*.parquet")) == files
+    assert spark.read.parquet(str(paths.quarantine_table)).count() == len(BAD_MESSAGES)
 
 
 def test_checkpoint_of_another_topic_is_refused_and_kept(

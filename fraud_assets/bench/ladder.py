@@ -1,0 +1,151 @@
+"""The cost ladder: what each step of the scoring path costs per message on this machine.
+
+Every rung is one Spark job over a batch read of the whole backlog topic and adds one step
+to the rung before it, from reading Kafka alone up to the production micro-batch's read,
+contract parse, cache and score. The difference between two rungs is what their step
+costs; the top rungs bound what any pipeline built from these steps can reach here,
+before it writes anything. Each rung first runs untimed on a slice of the topic (JIT and
+code generation of a fresh plan are not its steady state), then once timed on all of it.
+
+Every rung counts the rows it read (all of the backlog, or the ladder is wrong) and the
+scoring rungs count their alerts, which must equal batch scoring of the audited table.
+"""
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pyspark.ml import PipelineModel
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from fraud_assets.core.contracts import TRANSACTION_MESSAGE_SCHEMA
+from fraud_assets.core.registry import Promotion
+from fraud_assets.core.scoring import filter_valid, parse_transactions, score_with_features
+from fraud_assets.core.selection import is_alert
+from fraud_assets.core.settings import KafkaSettings
+from fraud_assets.core.stream import StreamSettings
+from fraud_assets.core.train import with_fraud_prob
+
+RUNGS = (
+    "kafka_read",
+    "bytes_to_text",
+    "from_json",
+    "from_json_score",
+    "contract_parse",
+    "contract_parse_score",
+    "contract_parse_cache_score",
+)
+"""Bottom to top. ``from_json*`` parse with the bare message schema (no validation);
+``contract_parse*`` are :func:`parse_transactions` (every contract rule, a rejection
+reason per message); ``contract_parse_cache_score`` caches the parsed rows as
+``ScoringBatchWriter`` does before scoring them."""
+
+
+@dataclass(frozen=True)
+class _Rung:
+    result: DataFrame
+    """One row: ``rows`` and ``alerts`` (null where the rung does not score)."""
+    cached: DataFrame | None = None
+
+
+def _records(spark: SparkSession, kafka: KafkaSettings, ending: dict | None) -> DataFrame:
+    """The backlog read like the scoring stream reads it (same consumer settings)."""
+    settings = StreamSettings()
+    reader = (
+        spark.read.format("kafka")
+        .options(**kafka.spark_options())
+        .option("subscribe", kafka.topics.transactions)
+        .option("kafka.max.poll.records", str(settings.max_poll_records))
+        .option("kafka.max.partition.fetch.bytes", str(settings.max_partition_fetch_bytes))
+        .option("kafka.fetch.max.bytes", str(4 * settings.max_partition_fetch_bytes))
+    )
+    if ending is not None:
+        reader = reader.option("endingOffsets", json.dumps({kafka.topics.transactions: ending}))
+    return reader.load()
+
+
+def _counted(df: DataFrame, alert: Column | None) -> DataFrame:
+    alerts = F.lit(None).cast("long") if alert is None else F.count_if(alert)
+    return df.agg(F.count(F.lit(1)).alias("rows"), alerts.alias("alerts"))
+
+
+def _rung(name: str, records: DataFrame, model: PipelineModel, promotion: Promotion) -> _Rung:
+    threshold = F.lit(float(promotion.threshold))
+    text = F.col("value").cast("string")
+    if name == "kafka_read":
+        return _Rung(records.agg(F.count(F.lit(1)).alias("rows"), F.sum(F.length("value"))))
+    if name == "bytes_to_text":
+        return _Rung(_counted(records.where(F.length(text) > 0), None))
+    if name in ("from_json", "from_json_score"):
+        messages = records.select(F.from_json(text, TRANSACTION_MESSAGE_SCHEMA).alias("m"))
+        if name == "from_json":
+            return _Rung(_counted(messages.where(F.col("m.transaction_id").isNotNull()), None))
+        scored = with_fraud_prob(model, messages.select("m.*"))
+        return _Rung(_counted(scored, is_alert(F.col("fraud_prob"), threshold)))
+    parsed = parse_transactions(records)
+    if name == "contract_parse":
+        return _Rung(_counted(parsed.where(F.col("reason").isNull()), None))
+    cached = None
+    if name == "contract_parse_cache_score":
+        parsed = cached = parsed.withColumn(
+            "value", F.when(F.col("reason").isNotNull(), F.col("value"))
+        ).persist()
+    scored = score_with_features(model, filter_valid(parsed), promotion.threshold, "ladder")
+    return _Rung(_counted(scored, F.col("is_alert")), cached)
+
+
+def _run(rung: _Rung) -> tuple[float, dict]:
+    started = time.monotonic()
+    try:
+        row = rung.result.first().asDict()
+    finally:
+        if rung.cached is not None:
+            rung.cached.unpersist()
+    return time.monotonic() - started, row
+
+
+def _slice_ends(spark: SparkSession, kafka: KafkaSettings, per_partition: int) -> dict:
+    """``endingOffsets`` of the first ``per_partition`` records of every partition."""
+    ranges = (
+        _records(spark, kafka, None)
+        .groupBy("partition")
+        .agg(F.min("offset").alias("first"), F.max("offset").alias("last"))
+        .collect()
+    )
+    return {str(r["partition"]): min(r["first"] + per_partition, r["last"] + 1) for r in ranges}
+
+
+def cost_ladder(
+    spark: SparkSession,
+    kafka: KafkaSettings,
+    model: PipelineModel,
+    promotion: Promotion,
+    cores: int,
+    warm_up_per_partition: int = 20_000,
+    rungs: tuple[str, ...] = RUNGS,
+    on_rung: Callable[[str, dict], None] | None = None,
+) -> dict[str, dict]:
+    """Time every rung over the backlog in ``kafka.topics.transactions``.
+
+    Returns, per rung: ``seconds`` (wall), ``tps``, ``core_us_per_message`` (wall ×
+    ``cores`` / rows: what the step costs on a machine whose cores it keeps busy),
+    ``rows`` and ``alerts``.
+    """
+    warm_ends = _slice_ends(spark, kafka, warm_up_per_partition)
+    ladder: dict[str, dict] = {}
+    for name in rungs:
+        _run(_rung(name, _records(spark, kafka, warm_ends), model, promotion))
+        seconds, row = _run(_rung(name, _records(spark, kafka, None), model, promotion))
+        rows = int(row["rows"])
+        ladder[name] = {
+            "seconds": round(seconds, 2),
+            "tps": round(rows / seconds, 1),
+            "core_us_per_message": round(seconds * cores * 1e6 / rows, 1),
+            "rows": rows,
+            "alerts": None if row.get("alerts") is None else int(row["alerts"]),
+        }
+        if on_rung is not None:
+            on_rung(name, ladder[name])
+    return ladder
