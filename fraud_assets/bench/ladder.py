@@ -22,7 +22,12 @@ from pyspark.sql import functions as F
 
 from fraud_assets.core.contracts import TRANSACTION_MESSAGE_SCHEMA
 from fraud_assets.core.registry import Promotion
-from fraud_assets.core.scoring import filter_valid, parse_transactions, score_with_features
+from fraud_assets.core.scoring import (
+    filter_valid,
+    parse_transactions,
+    score_with_features,
+    without_valid_text,
+)
 from fraud_assets.core.selection import is_alert
 from fraud_assets.core.settings import KafkaSettings
 from fraud_assets.core.stream import StreamSettings
@@ -52,14 +57,11 @@ class _Rung:
 
 def _records(spark: SparkSession, kafka: KafkaSettings, ending: dict | None) -> DataFrame:
     """The backlog read like the scoring stream reads it (same consumer settings)."""
-    settings = StreamSettings()
     reader = (
         spark.read.format("kafka")
         .options(**kafka.spark_options())
         .option("subscribe", kafka.topics.transactions)
-        .option("kafka.max.poll.records", str(settings.max_poll_records))
-        .option("kafka.max.partition.fetch.bytes", str(settings.max_partition_fetch_bytes))
-        .option("kafka.fetch.max.bytes", str(4 * settings.max_partition_fetch_bytes))
+        .options(**StreamSettings().consumer_options())
     )
     if ending is not None:
         reader = reader.option("endingOffsets", json.dumps({kafka.topics.transactions: ending}))
@@ -89,9 +91,7 @@ def _rung(name: str, records: DataFrame, model: PipelineModel, promotion: Promot
         return _Rung(_counted(parsed.where(F.col("reason").isNull()), None))
     cached = None
     if name == "contract_parse_cache_score":
-        parsed = cached = parsed.withColumn(
-            "value", F.when(F.col("reason").isNotNull(), F.col("value"))
-        ).persist()
+        parsed = cached = without_valid_text(parsed).persist()
     scored = score_with_features(model, filter_valid(parsed), promotion.threshold, "ladder")
     return _Rung(_counted(scored, F.col("is_alert")), cached)
 

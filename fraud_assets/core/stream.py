@@ -63,6 +63,7 @@ from fraud_assets.core.scoring import (
     filter_valid,
     parse_transactions,
     score_with_features,
+    without_valid_text,
 )
 from fraud_assets.core.settings import KafkaSettings
 from fraud_assets.kafka.io import end_offsets
@@ -116,6 +117,14 @@ class StreamSettings:
     """Bytes one fetch may return per partition (Kafka's default 1 MiB is ~1,400 messages).
     With the poll size above it cut reading + parsing from ~65 to ~45 core-µs per message
     here (``make bench``); a consumer holds at most this much per partition."""
+
+    def consumer_options(self) -> dict[str, str]:
+        """The Kafka consumer settings above as Spark Kafka source options."""
+        return {
+            "kafka.max.poll.records": str(self.max_poll_records),
+            "kafka.max.partition.fetch.bytes": str(self.max_partition_fetch_bytes),
+            "kafka.fetch.max.bytes": str(4 * self.max_partition_fetch_bytes),
+        }
 
 
 @dataclass
@@ -358,10 +367,7 @@ class ScoringBatchWriter:
         scorer = self._scorer(promotion.version)
         # Kafka is read and parsed once: the parsed rows stay in memory for the writes below,
         # with the raw message text kept only for rejected ones (the dead letters need it).
-        parsed = parse_transactions(records)
-        parsed = parsed.withColumn(
-            "value", F.when(F.col("reason").isNotNull(), F.col("value"))
-        ).persist()
+        parsed = without_valid_text(parse_transactions(records)).persist()
         # The alerts write reads every parsed row: it counts the rejected ones on the way,
         # so a batch without any skips the dead-letter commit (a Spark job and a rename).
         rejected = CountedRows(parsed, F.count_if(F.col("reason").isNotNull()).alias("invalid"))
@@ -489,9 +495,7 @@ def read_transactions_stream(
         .option("subscribe", kafka.topics.transactions)
         .option("startingOffsets", settings.starting_offsets)
         .option("maxOffsetsPerTrigger", str(settings.max_offsets_per_trigger))
-        .option("kafka.max.poll.records", str(settings.max_poll_records))
-        .option("kafka.max.partition.fetch.bytes", str(settings.max_partition_fetch_bytes))
-        .option("kafka.fetch.max.bytes", str(4 * settings.max_partition_fetch_bytes))
+        .options(**settings.consumer_options())
         # Losing data (a deleted topic, expired offsets) must stop the query, not be skipped.
         .option("failOnDataLoss", "true")
         .load()
