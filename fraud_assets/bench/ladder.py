@@ -11,7 +11,6 @@ Every rung counts the rows it read (all of the backlog, or the ladder is wrong) 
 scoring rungs count their alerts, which must equal batch scoring of the audited table.
 """
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from fraud_assets.core.scoring import (
 )
 from fraud_assets.core.selection import is_alert
 from fraud_assets.core.settings import KafkaSettings
-from fraud_assets.core.stream import StreamSettings
+from fraud_assets.core.stream import read_transactions_batch
 from fraud_assets.core.train import with_fraud_prob
 
 RUNGS = (
@@ -53,19 +52,6 @@ class _Rung:
     result: DataFrame
     """One row: ``rows`` and ``alerts`` (null where the rung does not score)."""
     cached: DataFrame | None = None
-
-
-def _records(spark: SparkSession, kafka: KafkaSettings, ending: dict | None) -> DataFrame:
-    """The backlog read like the scoring stream reads it (same consumer settings)."""
-    reader = (
-        spark.read.format("kafka")
-        .options(**kafka.spark_options())
-        .option("subscribe", kafka.topics.transactions)
-        .options(**StreamSettings().consumer_options())
-    )
-    if ending is not None:
-        reader = reader.option("endingOffsets", json.dumps({kafka.topics.transactions: ending}))
-    return reader.load()
 
 
 def _counted(df: DataFrame, alert: Column | None) -> DataFrame:
@@ -109,7 +95,7 @@ def _run(rung: _Rung) -> tuple[float, dict]:
 def _slice_ends(spark: SparkSession, kafka: KafkaSettings, per_partition: int) -> dict:
     """``endingOffsets`` of the first ``per_partition`` records of every partition."""
     ranges = (
-        _records(spark, kafka, None)
+        read_transactions_batch(spark, kafka)
         .groupBy("partition")
         .agg(F.min("offset").alias("first"), F.max("offset").alias("last"))
         .collect()
@@ -136,8 +122,9 @@ def cost_ladder(
     warm_ends = _slice_ends(spark, kafka, warm_up_per_partition)
     ladder: dict[str, dict] = {}
     for name in rungs:
-        _run(_rung(name, _records(spark, kafka, warm_ends), model, promotion))
-        seconds, row = _run(_rung(name, _records(spark, kafka, None), model, promotion))
+        warm = read_transactions_batch(spark, kafka, ending_offsets=warm_ends)
+        _run(_rung(name, warm, model, promotion))
+        seconds, row = _run(_rung(name, read_transactions_batch(spark, kafka), model, promotion))
         rows = int(row["rows"])
         ladder[name] = {
             "seconds": round(seconds, 2),

@@ -143,16 +143,6 @@ def start_production_live(
     return [query, kpi_query]
 
 
-def kafka_batch_records(spark: SparkSession, kafka: KafkaSettings) -> DataFrame:
-    """The ``transactions`` topic read in batch: the same source columns as the stream."""
-    return (
-        spark.read.format("kafka")
-        .options(**kafka.spark_options())
-        .option("subscribe", kafka.topics.transactions)
-        .load()
-    )
-
-
 def scoring_chain(records: DataFrame, model: PipelineModel, promotion: Promotion) -> DataFrame:
     """``parse -> filter_valid -> score`` alerts without a cache (the real-time path's plan)."""
     return score_transactions(

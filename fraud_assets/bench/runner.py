@@ -52,7 +52,7 @@ from fraud_assets.core.scoring import parse_transactions
 from fraud_assets.core.selection import recommend_max_f1, threshold_sweep
 from fraud_assets.core.settings import KafkaSettings, SparkSettings, Topics
 from fraud_assets.core.spark import get_spark, require_connector_jars
-from fraud_assets.core.stream import StreamPaths, StreamSettings
+from fraud_assets.core.stream import StreamPaths, StreamSettings, read_transactions_batch
 from fraud_assets.kafka.admin import TopicSpec, ensure_topics
 from fraud_assets.kafka.broker import BrokerSettings, EmbeddedKafka, free_port
 from fraud_assets.kafka.io import read_topic
@@ -615,7 +615,7 @@ def _plans(
     then read the cache), and the uncached parse -> validate -> score chain that the
     real-time path runs, with our settings and with Spark's default JSON optimizer.
     """
-    records = pipelines.kafka_batch_records(spark, kafka)
+    records = read_transactions_batch(spark, kafka)
     parse_plan = pipelines.executed_plan(parse_transactions(records))
     chain_plan = pipelines.executed_plan(pipelines.scoring_chain(records, model, promotion))
     spark.conf.set(pipelines.JSON_OPTIMIZER_CONF, "true")

@@ -502,6 +502,29 @@ def read_transactions_stream(
     )
 
 
+def read_transactions_batch(
+    spark: SparkSession,
+    kafka: KafkaSettings,
+    settings: StreamSettings = StreamSettings(),
+    ending_offsets: dict[str, int] | None = None,
+) -> DataFrame:
+    """The ``transactions`` topic read in batch, like the stream reads it.
+
+    Same source columns and consumer settings; from the earliest offsets, and to
+    ``ending_offsets`` (partition -> exclusive end offset) when given.
+    """
+    reader = (
+        spark.read.format("kafka")
+        .options(**kafka.spark_options())
+        .option("subscribe", kafka.topics.transactions)
+        .options(**settings.consumer_options())
+    )
+    if ending_offsets is not None:
+        ending = json.dumps({kafka.topics.transactions: ending_offsets})
+        reader = reader.option("endingOffsets", ending)
+    return reader.load()
+
+
 def start_scoring_query(
     spark: SparkSession,
     kafka: KafkaSettings,

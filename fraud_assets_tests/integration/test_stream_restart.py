@@ -22,6 +22,7 @@ from fraud_assets.core.stream import (
     StreamPaths,
     StreamSettings,
     await_query,
+    read_transactions_batch,
     start_scoring_query,
 )
 from fraud_assets.core.train import TrainingConfig, fit
@@ -154,12 +155,7 @@ def test_a_replayed_batch_reports_the_same_counts_and_commits_nothing_twice(
     produce_messages(
         kafka.bootstrap_servers, topics.transactions, [(k, v) for k, v, _ in BAD_MESSAGES]
     )
-    records = (
-        spark.read.format("kafka")
-        .options(**kafka.spark_options())
-        .option("subscribe", topics.transactions)
-        .load()
-    )
+    records = read_transactions_batch(spark, kafka)
     writer = ScoringBatchWriter(spark, kafka, paths, model, promotion)
     writer(records, 7)
     files = sorted(tables.rglob("*.parquet"))
