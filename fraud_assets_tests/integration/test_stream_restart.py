@@ -139,7 +139,9 @@ def test_restart_on_the_same_checkpoint_loses_and_duplicates_nothing(
         r["batch_id"]: r["count"] for r in quarantine.groupBy("batch_id").count().collect()
     }
     assert per_partition == rejecting
-    assert len(logs) > len(rejecting)  # the clean batches wrote no quarantine partition
+    assert len(logs) > len(rejecting)  # some batches were clean...
+    partitions = {int(p.name.split("=")[1]) for p in paths.quarantine_table.glob("batch_id=*")}
+    assert partitions == set(rejecting)  # ...and wrote no (empty) quarantine partition
 
 
 def test_a_replayed_batch_reports_the_same_counts_and_commits_nothing_twice(
