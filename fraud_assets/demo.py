@@ -141,6 +141,7 @@ def kafka_resource(bootstrap_servers: str, topics: Topics) -> KafkaResource:
         alerts_topic=topics.alerts,
         dead_letter_topic=topics.dead_letter,
         kpis_topic=topics.kpis,
+        kpi_partials_topic=topics.kpi_partials,
     )
 
 

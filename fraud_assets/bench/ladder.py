@@ -1,11 +1,12 @@
 """The cost ladder: what each step of the scoring path costs per message on this machine.
 
 Every rung is one Spark job over a batch read of the whole backlog topic and adds one step
-to the rung before it, from reading Kafka alone up to the production micro-batch's read,
-contract parse, cache and score. The difference between two rungs is what their step
-costs; the top rungs bound what any pipeline built from these steps can reach here,
-before it writes anything. Each rung first runs untimed on a slice of the topic (JIT and
-code generation of a fresh plan are not its steady state), then once timed on all of it.
+to the rung before it, from reading Kafka alone up to the production micro-batch's one
+pass: read, contract parse, score and write the ledger. The difference between two rungs
+is what their step costs; ``from_json_score`` is Spark's own floor for reading, decoding
+and scoring a message here, ``ledger_write`` what the micro-batch's main job costs. Each
+rung first runs untimed on a slice of the topic (JIT and code generation of a fresh plan
+are not its steady state), then once timed on all of it.
 
 Every rung counts the rows it read (all of the backlog, or the ladder is wrong) and the
 scoring rungs count their alerts, which must equal batch scoring of the audited table.
@@ -14,23 +15,25 @@ scoring rungs count their alerts, which must equal batch scoring of the audited 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyspark.ml import PipelineModel
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from fraud_assets.core.contracts import TRANSACTION_MESSAGE_SCHEMA
+from fraud_assets.core.explain import top_features
 from fraud_assets.core.registry import Promotion
 from fraud_assets.core.scoring import (
     filter_valid,
+    is_alert,
+    ledger_rows,
     parse_transactions,
     score_with_features,
-    without_valid_text,
+    with_fraud_prob,
 )
-from fraud_assets.core.selection import is_alert
 from fraud_assets.core.settings import KafkaSettings
 from fraud_assets.core.stream import read_transactions_batch
-from fraud_assets.core.train import with_fraud_prob
 
 RUNGS = (
     "kafka_read",
@@ -39,19 +42,20 @@ RUNGS = (
     "from_json_score",
     "contract_parse",
     "contract_parse_score",
-    "contract_parse_cache_score",
+    "ledger_write",
 )
 """Bottom to top. ``from_json*`` parse with the bare message schema (no validation);
 ``contract_parse*`` are :func:`parse_transactions` (every contract rule, a rejection
-reason per message); ``contract_parse_cache_score`` caches the parsed rows as
-``ScoringBatchWriter`` does before scoring them."""
+reason per message); ``ledger_write`` is the scoring micro-batch's one pass over its rows
+(:func:`~fraud_assets.core.scoring.ledger_rows` written as Parquet, counted on the way)."""
 
 
 @dataclass(frozen=True)
 class _Rung:
     result: DataFrame
-    """One row: ``rows`` and ``alerts`` (null where the rung does not score)."""
-    cached: DataFrame | None = None
+    """One row: ``rows`` and ``alerts`` (null where the rung does not score); for a rung that
+    writes, the rows it writes (counted while they are written)."""
+    write_to: Path | None = None
 
 
 def _counted(df: DataFrame, alert: Column | None) -> DataFrame:
@@ -59,7 +63,14 @@ def _counted(df: DataFrame, alert: Column | None) -> DataFrame:
     return df.agg(F.count(F.lit(1)).alias("rows"), alerts.alias("alerts"))
 
 
-def _rung(name: str, records: DataFrame, model: PipelineModel, promotion: Promotion) -> _Rung:
+def _rung(
+    name: str,
+    records: DataFrame,
+    model: PipelineModel,
+    promotion: Promotion,
+    scratch: Path,
+    top_features: Column | None,
+) -> _Rung:
     threshold = F.lit(float(promotion.threshold))
     text = F.col("value").cast("string")
     if name == "kafka_read":
@@ -75,20 +86,26 @@ def _rung(name: str, records: DataFrame, model: PipelineModel, promotion: Promot
     parsed = parse_transactions(records)
     if name == "contract_parse":
         return _Rung(_counted(parsed.where(F.col("reason").isNull()), None))
-    cached = None
-    if name == "contract_parse_cache_score":
-        parsed = cached = without_valid_text(parsed).persist()
+    if name == "ledger_write":
+        ledger = ledger_rows(
+            parsed, model, promotion.threshold, "ladder", F.current_timestamp(), top_features
+        )
+        return _Rung(ledger, write_to=scratch)
     scored = score_with_features(model, filter_valid(parsed), promotion.threshold, "ladder")
-    return _Rung(_counted(scored, F.col("is_alert")), cached)
+    return _Rung(_counted(scored, F.col("is_alert")))
 
 
 def _run(rung: _Rung) -> tuple[float, dict]:
     started = time.monotonic()
-    try:
+    if rung.write_to is None:
         row = rung.result.first().asDict()
-    finally:
-        if rung.cached is not None:
-            rung.cached.unpersist()
+    else:
+        observation = Observation()
+        counted = rung.result.observe(
+            observation, F.count(F.lit(1)).alias("rows"), F.count_if("is_alert").alias("alerts")
+        )
+        counted.write.mode("overwrite").parquet(str(rung.write_to))
+        row = dict(observation.get)
     return time.monotonic() - started, row
 
 
@@ -109,6 +126,7 @@ def cost_ladder(
     model: PipelineModel,
     promotion: Promotion,
     cores: int,
+    scratch_dir: Path,
     warm_up_per_partition: int = 20_000,
     rungs: tuple[str, ...] = RUNGS,
     on_rung: Callable[[str, dict], None] | None = None,
@@ -120,11 +138,14 @@ def cost_ladder(
     ``rows`` and ``alerts``.
     """
     warm_ends = _slice_ends(spark, kafka, warm_up_per_partition)
+    explanation = top_features(model)
     ladder: dict[str, dict] = {}
     for name in rungs:
         warm = read_transactions_batch(spark, kafka, ending_offsets=warm_ends)
-        _run(_rung(name, warm, model, promotion))
-        seconds, row = _run(_rung(name, read_transactions_batch(spark, kafka), model, promotion))
+        scratch = scratch_dir / name
+        _run(_rung(name, warm, model, promotion, scratch, explanation))
+        records = read_transactions_batch(spark, kafka)
+        seconds, row = _run(_rung(name, records, model, promotion, scratch, explanation))
         rows = int(row["rows"])
         ladder[name] = {
             "seconds": round(seconds, 2),

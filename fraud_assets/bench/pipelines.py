@@ -23,16 +23,12 @@ from pyspark.sql.streaming import StreamingQuery
 
 from fraud_assets.core.contracts import TRANSACTION_MESSAGE_SCHEMA
 from fraud_assets.core.kpis import KpiSettings, start_kpi_query
+from fraud_assets.core.paths import StreamPaths
+from fraud_assets.core.queries import await_query
 from fraud_assets.core.registry import Promotion
 from fraud_assets.core.scoring import filter_valid, parse_transactions, score_transactions
 from fraud_assets.core.settings import KafkaSettings
-from fraud_assets.core.stream import (
-    ScoringBatchWriter,
-    StreamPaths,
-    StreamSettings,
-    await_query,
-    start_scoring_query,
-)
+from fraud_assets.core.stream import ScoringBatchWriter, StreamSettings, start_scoring_query
 
 JSON_OPTIMIZER_CONF = "spark.sql.optimizer.enableJsonExpressionOptimization"
 SHUFFLE_PARTITIONS_CONF = "spark.sql.shuffle.partitions"
@@ -116,7 +112,7 @@ def run_production_backlog(
     log = ProgressLog([query])
     await_query(query, poll_seconds=0.5, on_poll=log.poll)
     log.poll()
-    kpi_query, _ = start_kpi_query(spark, kafka, paths, kpi, bounded=True)
+    kpi_query, _ = start_kpi_query(spark, kafka, paths, kpi, bounded=True, stream_id=query.id)
     kpi_log = ProgressLog([kpi_query])
     await_query(kpi_query, poll_seconds=0.5, on_poll=kpi_log.poll)
     kpi_log.poll()
@@ -136,7 +132,7 @@ def start_production_live(
     writer = ScoringBatchWriter(spark, kafka, paths, model, promotion)
     query = start_scoring_query(spark, kafka, paths, writer, stream, bounded=False)
     try:
-        kpi_query, _ = start_kpi_query(spark, kafka, paths, kpi, bounded=False)
+        kpi_query, _ = start_kpi_query(spark, kafka, paths, kpi, bounded=False, stream_id=query.id)
     except BaseException:
         query.stop()
         raise

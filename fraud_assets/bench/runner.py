@@ -39,7 +39,7 @@ from fraud_assets.core import train
 from fraud_assets.core.audit import audited_transactions, raw_transactions
 from fraud_assets.core.evaluate import average_precision, scored_slice
 from fraud_assets.core.kpis import KpiSettings
-from fraud_assets.core.paths import ProjectPaths
+from fraud_assets.core.paths import ProjectPaths, StreamPaths
 from fraud_assets.core.realtime import RealtimeSettings, start_realtime_alert_query
 from fraud_assets.core.reconcile import (
     expected_alert_ids,
@@ -52,7 +52,7 @@ from fraud_assets.core.scoring import parse_transactions
 from fraud_assets.core.selection import recommend_max_f1, threshold_sweep
 from fraud_assets.core.settings import KafkaSettings, SparkSettings, Topics
 from fraud_assets.core.spark import get_spark, require_connector_jars
-from fraud_assets.core.stream import StreamPaths, StreamSettings, read_transactions_batch
+from fraud_assets.core.stream import StreamSettings, read_transactions_batch
 from fraud_assets.kafka.admin import TopicSpec, ensure_topics
 from fraud_assets.kafka.broker import BrokerSettings, EmbeddedKafka, free_port
 from fraud_assets.kafka.io import read_topic
@@ -575,6 +575,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             model,
             promotion,
             cores=os.cpu_count() or 1,
+            scratch_dir=config.run_dir / "ladder",
             warm_up_per_partition=config.ladder_warm_up_per_partition,
             on_rung=lambda name, rung: log.info("cost ladder %s: %s", name, rung),
         )

@@ -450,6 +450,7 @@ def stream_env(
         "FRAUD_TOPIC_ALERTS": topics.alerts,
         "FRAUD_TOPIC_DEAD_LETTER": topics.dead_letter,
         "FRAUD_TOPIC_KPIS": topics.kpis,
+        "FRAUD_TOPIC_KPI_PARTIALS": topics.kpi_partials,
         "PYSPARK_PYTHON": sys.executable,
         "SPARK_LOCAL_IP": "127.0.0.1",
     }

@@ -15,7 +15,7 @@ code-generated, no vectors, no UDF, and a small plan for every micro-batch.
 It equals Spark ML's probability up to the order of the floating-point sum (Spark's BLAS dot
 product adds in another order): the difference is in the last bits (tested to 1e-12). Every
 scorer of fraud_assets (training evaluation, threshold selection, batch scoring, the stream,
-real-time mode) goes through :func:`fraud_assets.core.train.with_fraud_prob`, so they all
+real-time mode) goes through :func:`fraud_assets.core.scoring.with_fraud_prob`, so they all
 evaluate this same expression and agree bit for bit. A feature that is null gives a null
 probability (Spark ML's assembler would fail the job); validated messages never have one.
 

@@ -33,7 +33,7 @@ EVENT_TIME_BASE_EPOCH_SECONDS = int(EVENT_TIME_BASE.timestamp())
 def partitioned_by_batch(schema: T.StructType) -> T.StructType:
     """``schema`` plus ``batch_id``: a table partitioned by the micro-batch that wrote it.
 
-    The folders are ``batch_id=N`` (see ``fraud_assets.core.stream.commit_batch_partition``).
+    The folders are ``batch_id=N`` (see ``fraud_assets.core.sinks.commit_batch_partition``).
     """
     return T.StructType([*schema.fields, T.StructField("batch_id", T.LongType())])
 
@@ -153,9 +153,61 @@ much could be read (it places the message in a KPI window)."""
 QUARANTINE_TABLE_SCHEMA = partitioned_by_batch(DEAD_LETTER_SCHEMA)
 
 
-SCORED_TABLE_SCHEMA = partitioned_by_batch(SCORED_TRANSACTIONS_SCHEMA)
-"""The Parquet table of every scored transaction, partitioned by micro-batch: the single
-input of the KPI query and of live-quality audits (no second parse of Kafka)."""
+# --- the stream's ledger: every message it read, once ----------------------------------------
+
+LEDGER_SCHEMA = T.StructType(
+    [
+        T.StructField(f.name, f.dataType, True)
+        for f in (
+            *[f for f in SCORED_TRANSACTIONS_SCHEMA.fields if f.name != "prediction"],
+            T.StructField("scored_at", T.TimestampType()),
+            T.StructField("top_features", TOP_FEATURES_TYPE),
+            *[f for f in DEAD_LETTER_SCHEMA.fields if f.name != "event_time"],
+        )
+    ]
+)
+"""One row per message the scoring stream read, written once per micro-batch: the single
+pass over Kafka that every other output of the batch is derived from.
+
+A valid message has ``reason`` null and its score; a rejected one has its ``reason``, its
+original ``key``/``value`` and Kafka origin, and no score. The model version and
+threshold are the batch's (constant within it, so Parquet stores them in a few bytes).
+Fields marked ``# valid`` / ``# rejected`` are null on the other kind of row::
+
+    transaction_id, event_time, Amount, Class         # both (null where unreadable)
+    fraud_prob, threshold, model_version, is_alert    # valid
+    scored_at, top_features                           # valid (top_features: alerts only)
+    reason, key, value, source_*, kafka_timestamp     # rejected
+"""
+LEDGER_TABLE_SCHEMA = partitioned_by_batch(LEDGER_SCHEMA)
+"""The ledger table (``tables/ledger/batch_id=N``): exactly once per micro-batch; the input of
+live-quality audits and of batch KPIs."""
+
+# --- the KPI query's input: per-micro-batch partial counts ----------------------------------
+
+KPI_COUNT_COLUMNS: tuple[str, ...] = (
+    "n_txn",
+    "n_alert",
+    "n_fraud_true",
+    "tp",
+    "fp",
+    "fn",
+    "n_invalid",
+)
+"""The additive counts of a KPI window: a window's KPI row is the sum of its partials."""
+
+KPI_PARTIAL_SCHEMA = T.StructType(
+    [
+        T.StructField("stream_id", T.StringType(), False),
+        T.StructField("batch_id", T.LongType(), False),
+        T.StructField("window_start", T.TimestampType(), False),
+    ]
+    + [T.StructField(name, T.LongType(), False) for name in KPI_COUNT_COLUMNS]
+)
+"""What one scoring micro-batch adds to one 1-minute window (internal Kafka topic
+``fraud_kpi_partials``, key ``<stream_id>:<batch_id>:<window_start>``). ``stream_id`` is the
+scoring query's id, stable across restarts from its checkpoint: a KPI query counts only the
+partials of its own scoring query, and each ``(batch_id, window_start)`` once."""
 
 # --- Kafka topic `fraud_kpis` and the Parquet KPI table ------------------------------------
 

@@ -13,7 +13,7 @@ Two areas under the precision-recall curve are reported because they differ:
   down-sampling (``numBins=0``). Linear interpolation between PR points is optimistic, so it
   is usually a little higher.
 
-Scores are alerts when ``fraud_prob >= threshold`` (see ``selection.is_alert``); ties share
+Scores are alerts when ``fraud_prob >= threshold`` (see ``scoring.is_alert``); ties share
 one point of every curve.
 """
 
@@ -25,6 +25,7 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
 
 from fraud_assets.core.contracts import LABEL_COLUMN
+from fraud_assets.core.scoring import with_fraud_prob
 
 AP_FORMULA = "step-wise: sum over distinct scores of (R_n - R_n-1) * P_n (sklearn)"
 """What ``average_precision`` means, written next to it in every report."""
@@ -84,9 +85,6 @@ class ScoredSlice:
 
 def scored_slice(model: PipelineModel, df: DataFrame) -> ScoredSlice:
     """Score ``df`` with ``model`` and pull ``(Class, fraud_prob, Amount, Time)`` to numpy."""
-    # Imported here: train imports this module for its reports.
-    from fraud_assets.core.train import with_fraud_prob
-
     pdf: pd.DataFrame = (
         with_fraud_prob(model, df).select(LABEL_COLUMN, "fraud_prob", "Amount", "Time").toPandas()
     )

@@ -81,3 +81,35 @@ class ProjectPaths:
     @property
     def checkpoints_dir(self) -> Path:
         return self.state_dir / "checkpoints"
+
+
+@dataclass(frozen=True)
+class StreamPaths:
+    """Where the streaming queries keep their checkpoints and write their tables."""
+
+    checkpoint_dir: Path
+    kpi_checkpoint_dir: Path
+    realtime_checkpoint_dir: Path
+    ledger_table: Path
+    alerts_table: Path
+    quarantine_table: Path
+    kpi_table: Path
+    batch_log_dir: Path
+
+    @classmethod
+    def under(cls, tables_dir: Path, checkpoints_dir: Path) -> "StreamPaths":
+        return cls(
+            checkpoint_dir=checkpoints_dir / "scoring",
+            kpi_checkpoint_dir=checkpoints_dir / "kpis",
+            realtime_checkpoint_dir=checkpoints_dir / "realtime_alerts",
+            ledger_table=tables_dir / "ledger",
+            alerts_table=tables_dir / "alerts",
+            quarantine_table=tables_dir / "quarantine",
+            kpi_table=tables_dir / "kpis",
+            batch_log_dir=tables_dir / "stream_batches",
+        )
+
+    @property
+    def batch_models_dir(self) -> Path:
+        """One JSON per micro-batch: the promotion (version, threshold) it was scored with."""
+        return self.batch_log_dir / "models"

@@ -7,9 +7,9 @@ import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from fraud_assets.core.contracts import KPI_SCHEMA, SCORED_TABLE_SCHEMA
-from fraud_assets.core.kpis import WINDOW, KpiSettings
-from fraud_assets.core.stream import StreamPaths
+from fraud_assets.core.contracts import KPI_SCHEMA, LEDGER_TABLE_SCHEMA
+from fraud_assets.core.kpis import WINDOW, KpiSettings, final_watermark
+from fraud_assets.core.paths import StreamPaths
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class LiveQuality:
     """Event time between the newest window the watermark could close and the newest one
     the KPI table holds (0 when caught up, None when windows are due but none exists)."""
     kpi_commit_lag_seconds: float | None
-    """Seconds between the newest scored batch folder and the newest KPI batch folder."""
+    """Seconds between the newest ledger batch folder and the newest KPI batch folder."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -45,11 +45,12 @@ def live_quality(
     spark: SparkSession, paths: StreamPaths, watermark_delay: str = KpiSettings.watermark_delay
 ) -> LiveQuality:
     """Measure what the stream did so far (labelled rows only count for precision/recall)."""
-    if not paths.scored_table.is_dir():
+    if not paths.ledger_table.is_dir():
         raise FileNotFoundError(
-            f"{paths.scored_table} does not exist: run the scoring_stream job first"
+            f"{paths.ledger_table} does not exist: run the scoring_stream job first"
         )
-    scored = spark.read.schema(SCORED_TABLE_SCHEMA).parquet(str(paths.scored_table))
+    ledger = spark.read.schema(LEDGER_TABLE_SCHEMA).parquet(str(paths.ledger_table))
+    scored = ledger.where(F.col("reason").isNull())
     label = F.col("Class") == 1
     alert = F.col("is_alert")
     row = (
@@ -75,7 +76,7 @@ def live_quality(
     # data can be sparse, so "newest event minus watermark" alone would overstate the lag.
     closable = (
         scored.select(F.window("event_time", WINDOW).end.alias("end"))
-        .where(F.col("end") <= F.lit(newest_event) - F.expr(f"INTERVAL {watermark_delay}"))
+        .where(F.col("end") <= F.lit(final_watermark(newest_event, watermark_delay)))
         .agg(F.max("end").alias("end"))
         .toPandas()["end"][0]
         if not pd.isna(newest_event)
@@ -88,7 +89,7 @@ def live_quality(
     else:
         event_lag = max(0.0, (closable - newest_kpi).total_seconds())
     scored_mtime, kpi_mtime = (
-        _newest_batch_mtime(paths.scored_table),
+        _newest_batch_mtime(paths.ledger_table),
         _newest_batch_mtime(paths.kpi_table),
     )
     return LiveQuality(

@@ -10,7 +10,8 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fraud_assets.core.contracts import ALERT_SCHEMA, ALERTS_TABLE_SCHEMA
+from fraud_assets.core.contracts import ALERT_SCHEMA, ALERTS_TABLE_SCHEMA, KPI_SCHEMA, field_names
+from fraud_assets.core.kpis import final_watermark
 from fraud_assets.core.registry import Promotion
 from fraud_assets.core.scoring import score_transactions
 
@@ -153,18 +154,17 @@ def reconcile_kpis(
 ) -> KpiReconciliation:
     """Compare window by window; only windows the final watermark closed are expected.
 
-    A window is closed once ``max(event_time) - watermark_delay >= window_end``; later ones
-    are still open in the stream's state and are reported, not compared.
+    A window is closed once the KPI query's final watermark
+    (:func:`fraud_assets.core.kpis.final_watermark`) has reached its end; later ones are
+    still open in the stream's state and are reported, not compared.
     """
-    from fraud_assets.core.contracts import KPI_SCHEMA, field_names
-
     columns = field_names(KPI_SCHEMA)
     batch_rows = batch.select(*columns).toPandas()
     streamed_rows = streamed.select(*columns).toPandas()
     if batch_rows.empty:
         closed = batch_rows
     else:
-        watermark = latest_event_time - pd_timedelta(watermark_delay)
+        watermark = final_watermark(latest_event_time, watermark_delay)
         closed = batch_rows[batch_rows["window_end"] <= watermark]
     key = "window_start"
     streamed_by_window = streamed_rows.set_index(key)
@@ -192,13 +192,6 @@ def reconcile_kpis(
         kpi_txn_streamed=int(streamed_rows["n_txn"].sum()) if len(streamed_rows) else 0,
         mismatched_windows=mismatched[:20],
     )
-
-
-def pd_timedelta(spark_interval: str):
-    """``"2 minutes"`` (a Spark interval string) as a pandas Timedelta."""
-    import pandas as pd
-
-    return pd.Timedelta(spark_interval)
 
 
 def _is_missing(value) -> bool:

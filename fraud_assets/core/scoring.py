@@ -5,27 +5,73 @@ fields plus a rejection ``reason`` (null when valid). Valid rows are scored by
 :func:`score_transactions`; rejected ones become dead letters via :func:`dead_letters`.
 Batch scoring of the audited table calls the same :func:`score_transactions`, so the alerts
 a stream produces can be reconciled exactly against batch.
+
+The micro-batch writer turns a batch of parsed rows into its :func:`ledger_rows` (one pass
+over Kafka: every message with its score or its rejection) and derives every other output
+of the batch from the committed ledger: :func:`ledger_alerts`, :func:`ledger_dead_letters`
+and the KPI partials of :mod:`fraud_assets.core.kpis`.
+
+How any model scores a row (:func:`with_fraud_prob`, :func:`is_alert`) lives here, below
+training, evaluation and selection, which use it.
 """
 
 import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pyspark.ml import PipelineModel
-from pyspark.sql import Column, DataFrame
+from pyspark.ml.functions import vector_to_array
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from fraud_assets.core.compiled import compiled_fraud_probability
 from fraud_assets.core.contracts import (
     ALERT_SCHEMA,
     DEAD_LETTER_SCHEMA,
     FEATURE_COLUMNS,
+    LEDGER_SCHEMA,
     REQUIRED_MESSAGE_FIELDS,
     SCORED_TRANSACTIONS_SCHEMA,
     TOP_FEATURES_TYPE,
     TRANSACTION_MESSAGE_SCHEMA,
     field_names,
 )
-from fraud_assets.core.selection import is_alert
-from fraud_assets.core.train import with_fraud_prob
+
+T_co = TypeVar("T_co")
+
+# --- how a model scores a row ---------------------------------------------------------------
+
+
+def is_alert(fraud_prob: Column, threshold: Column) -> Column:
+    """The alert rule, the same in batch, stream and tests: ``fraud_prob >= threshold``."""
+    return fraud_prob >= threshold
+
+
+def fraud_probability(probability: Column) -> Column:
+    """P(fraud) from Spark ML's probability vector, with built-in functions (no UDF)."""
+    return vector_to_array(probability).getItem(1)
+
+
+def with_fraud_prob(model: PipelineModel, df: DataFrame) -> DataFrame:
+    """``df`` plus ``fraud_prob``; the model's intermediate columns are dropped.
+
+    A logistic regression is evaluated as one built-in expression
+    (:mod:`fraud_assets.core.compiled`); trees through their model's ``transform``: Spark
+    ML's in the JVM, XGBoost's by its own C++ predictor on Arrow batches of rows (a pandas
+    UDF: batch-at-a-time, no row-at-a-time Python; its cost per row is measured by
+    ``fraud-assets models``, see ``docs/models.md``).
+    """
+    compiled = compiled_fraud_probability(model)
+    if compiled is not None:
+        return df.withColumn("fraud_prob", compiled)
+    scored = model.transform(df)
+    return scored.withColumn("fraud_prob", fraud_probability(F.col("probability"))).drop(
+        "features_raw", "features", "rawPrediction", "probability", "model_prediction"
+    )
+
+
+# --- parse and validate ---------------------------------------------------------------------
 
 MAX_MESSAGE_BYTES = 16 * 1024
 """A transaction message is about 700 bytes; anything far larger is rejected unparsed."""
@@ -210,15 +256,6 @@ def parse_transactions(records: DataFrame) -> DataFrame:
     return records.select(*first).select(*second)
 
 
-def without_valid_text(parsed: DataFrame) -> DataFrame:
-    """``parsed`` with the raw message text kept only for rejected rows.
-
-    What a micro-batch keeps in memory for its outputs: the dead letters need the text of
-    rejected messages; the ~700 bytes of every valid one would only fill the cache.
-    """
-    return parsed.withColumn("value", F.when(F.col("reason").isNotNull(), F.col("value")))
-
-
 def filter_valid(parsed: DataFrame) -> DataFrame:
     """Only the messages that passed validation."""
     return parsed.where(F.col("reason").isNull())
@@ -230,9 +267,16 @@ def dead_letters(parsed: DataFrame) -> DataFrame:
 
 
 def score_with_features(
-    model: PipelineModel, transactions: DataFrame, threshold: float, model_version: str
+    model: PipelineModel,
+    transactions: DataFrame,
+    threshold: float,
+    model_version: str,
+    keep: tuple[str, ...] = (),
 ) -> DataFrame:
-    """:func:`score_transactions` plus the raw feature columns (what explanations read)."""
+    """:func:`score_transactions` plus the raw feature columns (what explanations read).
+
+    ``keep`` names more columns of ``transactions`` to carry along.
+    """
     alert = is_alert(F.col("fraud_prob"), F.lit(threshold))
     computed = {
         "threshold": F.lit(float(threshold)),
@@ -247,6 +291,7 @@ def score_with_features(
             for name in field_names(SCORED_TRANSACTIONS_SCHEMA)
         ],
         *[name for name in FEATURE_COLUMNS if name != "Amount"],
+        *keep,
     )
 
 
@@ -285,17 +330,153 @@ def alerts(scored: DataFrame, scored_at: Column, top_features: Column | None = N
     )
 
 
-def alert_kafka_records(alert_rows: DataFrame) -> DataFrame:
-    """Alerts as Kafka records: key ``transaction_id``, value the JSON alert."""
+# --- the micro-batch ledger and what is derived from it ------------------------------------
+#
+# A micro-batch's fixed cost is mostly Python -> JVM calls (every Column is built by one) and
+# code generation. So every projection below is built once per Spark application (or per
+# model version and threshold) and reused, and none holds a value that changes from batch to
+# batch: a new literal in a plan is new generated code, compiled again for every batch.
+
+
+def per_application(build: Callable[..., T_co]) -> Callable[..., T_co]:
+    """Cache ``build(spark, *args)`` per Spark application (Columns belong to one JVM)."""
+
+    @functools.lru_cache(maxsize=64)
+    def cached(application_id: str, *args: Any) -> T_co:
+        del application_id  # the cache key
+        return build(*args)
+
+    @functools.wraps(build)
+    def wrapper(spark: SparkSession, *args: Any) -> T_co:
+        return cached(spark.sparkContext.applicationId, *args)
+
+    return wrapper
+
+
+def wall_clock_timestamp() -> Column:
+    """The time a row is processed, read from the JVM clock for each row.
+
+    ``current_timestamp()`` is one constant per query execution: in a real-time batch (which
+    lasts a whole checkpoint interval) it would stamp every alert with the batch start, and in
+    a micro-batch it is a new literal, so new generated code, in every batch. Reading the
+    clock per row (a non-deterministic expression, never constant-folded) is exact; evaluate
+    it on alert rows only.
+    """
+    millis = F.expr("java_method('java.lang.System', 'currentTimeMillis')")
+    return F.timestamp_millis(millis.cast("long"))
+
+
+@per_application
+def _scoreable_columns(columns: tuple[str, ...]) -> tuple[Column, ...]:
+    valid = F.col("reason").isNull()
+    return tuple(
+        F.when(valid, F.col(name)).otherwise(F.lit(0.0)).alias(name)
+        if name in FEATURE_COLUMNS
+        else F.col(name)
+        for name in columns
+    )
+
+
+def _scoreable(parsed: DataFrame) -> DataFrame:
+    """``parsed`` with the features of rejected rows set to 0.0, so any model can score it.
+
+    Spark ML's ``VectorAssembler`` fails a job on a null feature (and "skip"/"keep" drop rows
+    or yield NaN): a rejected message may have any field missing. Its score is discarded by
+    :func:`ledger_rows`; only valid rows' features reach a model unchanged.
+    """
+    return parsed.select(*_scoreable_columns(parsed.sparkSession, tuple(parsed.columns)))
+
+
+def ledger_projection(
+    threshold: float, model_version: str, top_features: Column | None = None
+) -> tuple[Column, ...]:
+    """The select list of :func:`ledger_rows` over parsed rows with ``fraud_prob``.
+
+    Build it once per model version and threshold (the writer keeps it) and pass it to
+    :func:`ledger_rows`. ``top_features`` (the explanation expression) and the scoring time
+    are evaluated on alert rows only.
+    """
+    valid = F.col("reason").isNull()
+    alert = valid & is_alert(F.col("fraud_prob"), F.lit(float(threshold)))
+    explanation = F.lit(None).cast(TOP_FEATURES_TYPE) if top_features is None else top_features
+    computed = {
+        "Amount": F.when(valid, F.col("Amount")),
+        "Class": F.when(valid, F.col("Class")),
+        "fraud_prob": F.when(valid, F.col("fraud_prob")),
+        "threshold": F.when(valid, F.lit(float(threshold))),
+        "model_version": F.when(valid, F.lit(model_version)),
+        "is_alert": F.when(valid, alert),
+        "scored_at": F.when(alert, wall_clock_timestamp()),
+        "top_features": F.when(alert, explanation),
+        "reason": F.col("reason"),
+    }
+    rejected_only = set(field_names(DEAD_LETTER_SCHEMA)) - {"reason", "event_time"}
+    for name in rejected_only:
+        computed[name] = F.when(~valid, F.col(name))
+    return tuple(computed.get(name, F.col(name)).alias(name) for name in field_names(LEDGER_SCHEMA))
+
+
+def ledger_rows(
+    parsed: DataFrame, model: PipelineModel, projection: tuple[Column, ...]
+) -> DataFrame:
+    """Every parsed message once, scored or rejected, with :data:`LEDGER_SCHEMA`.
+
+    ``parsed`` is :func:`parse_transactions` output, ``projection`` the model version's
+    :func:`ledger_projection`. One projection over it: no row is dropped and nothing is
+    cached, so a micro-batch reads Kafka and parses once, in the one Spark job that writes
+    this.
+    """
+    compiled = compiled_fraud_probability(model) is not None
+    # A compiled logistic regression gives null for null features; Spark ML stages fail.
+    return with_fraud_prob(model, parsed if compiled else _scoreable(parsed)).select(*projection)
+
+
+@per_application
+def _alert_columns() -> tuple[Column, ...]:
+    computed = {
+        "alert_id": alert_id_of(F.col("model_version"), F.col("transaction_id")),
+        "prediction": F.lit(1),
+    }
+    return tuple(computed.get(name, F.col(name)).alias(name) for name in field_names(ALERT_SCHEMA))
+
+
+def ledger_alerts(ledger: DataFrame) -> DataFrame:
+    """The alerts of a committed ledger, with :data:`ALERT_SCHEMA`."""
+    return ledger.where(F.col("is_alert")).select(*_alert_columns(ledger.sparkSession))
+
+
+@per_application
+def _dead_letter_columns() -> tuple[Column, ...]:
+    return tuple(F.col(name) for name in field_names(DEAD_LETTER_SCHEMA))
+
+
+def ledger_dead_letters(ledger: DataFrame) -> DataFrame:
+    """The rejected messages of a committed ledger, with :data:`DEAD_LETTER_SCHEMA`."""
+    return ledger.where(F.col("reason").isNotNull()).select(
+        *_dead_letter_columns(ledger.sparkSession)
+    )
+
+
+@per_application
+def _record_columns(key: str, schema_name: str, topic: str | None) -> tuple[Column, ...]:
+    schema = {"alert": ALERT_SCHEMA, "dead_letter": DEAD_LETTER_SCHEMA}[schema_name]
+    columns = (
+        F.col(key).alias("key"),
+        F.to_json(F.struct(*field_names(schema)), JSON_KEEP_NULLS).alias("value"),
+    )
+    return columns if topic is None else (*columns, F.lit(topic).alias("topic"))
+
+
+def alert_kafka_records(alert_rows: DataFrame, topic: str | None = None) -> DataFrame:
+    """Alerts as Kafka records: key ``transaction_id``, value the JSON alert.
+
+    With ``topic``, each record also names its topic (one Kafka write to several topics).
+    """
     return alert_rows.select(
-        F.col("transaction_id").alias("key"),
-        F.to_json(F.struct(*field_names(ALERT_SCHEMA)), JSON_KEEP_NULLS).alias("value"),
+        *_record_columns(alert_rows.sparkSession, "transaction_id", "alert", topic)
     )
 
 
-def dead_letter_kafka_records(letters: DataFrame) -> DataFrame:
+def dead_letter_kafka_records(letters: DataFrame, topic: str | None = None) -> DataFrame:
     """Dead letters as Kafka records: the original key, value JSON with reason and source."""
-    return letters.select(
-        F.col("key"),
-        F.to_json(F.struct(*field_names(DEAD_LETTER_SCHEMA)), JSON_KEEP_NULLS).alias("value"),
-    )
+    return letters.select(*_record_columns(letters.sparkSession, "key", "dead_letter", topic))

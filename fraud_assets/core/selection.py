@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import Column
 
 from fraud_assets.core.evaluate import ScoredSlice, budget_alerts
 
@@ -43,11 +42,6 @@ LOWEST_THRESHOLD = 1e-9
 HIGHEST_THRESHOLD = float(np.nextafter(1.0, 0.0))
 """A promoted threshold lies strictly inside (0, 1). A score of exactly 1.0 (a unanimous
 forest) still alerts at the highest threshold below 1."""
-
-
-def is_alert(fraud_prob: Column, threshold: Column) -> Column:
-    """The alert rule, the same in batch, stream and tests: ``fraud_prob >= threshold``."""
-    return fraud_prob >= threshold
 
 
 def threshold_sweep(data: ScoredSlice, thresholds=None) -> pd.DataFrame:

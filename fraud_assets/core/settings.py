@@ -17,6 +17,9 @@ class Topics:
     alerts: str = "fraud_alerts"
     dead_letter: str = "transactions_dlq"
     kpis: str = "fraud_kpis"
+    kpi_partials: str = "fraud_kpi_partials"
+    """Internal: what each scoring micro-batch adds to each KPI window (the KPI query's input,
+    ``fraud_assets.core.kpis``); not a contract for consumers."""
 
 
 SECURITY_PROTOCOLS: tuple[str, ...] = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -230,3 +233,8 @@ class SparkSettings:
     driver_host: str = "127.0.0.1"
     """Address executors use to reach the driver: loopback for ``local[*]`` and a cluster on
     this machine; a routable name or address when executors run elsewhere."""
+    reserved_task_slots: int = 0
+    """Task slots held for the life of the application by real-time queries (one per input
+    partition). ``local[*]`` then runs that many task threads more than the machine has
+    cores, so the micro-batch queries beside them still get every core; an explicit
+    ``local[N]`` or a cluster is taken as given (``core.realtime.check_task_slots``)."""

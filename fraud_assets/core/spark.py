@@ -29,6 +29,17 @@ def is_loopback(host: str) -> bool:
     return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
+def master_url(settings: SparkSettings) -> str:
+    """The master URL, with ``local[*]`` widened by the reserved task slots.
+
+    A real-time query's tasks hold their slots while mostly waiting on Kafka, so on one
+    machine they are extra threads, not extra cores.
+    """
+    if settings.master == "local[*]" and settings.reserved_task_slots > 0:
+        return f"local[{(os.cpu_count() or 1) + settings.reserved_task_slots}]"
+    return settings.master
+
+
 def spark_conf(settings: SparkSettings) -> dict[str, str]:
     """Every Spark setting fraud_assets relies on, as one dict.
 
@@ -36,7 +47,7 @@ def spark_conf(settings: SparkSettings) -> dict[str, str]:
     the stream and the tests run with identical semantics.
     """
     conf = {
-        "spark.master": settings.master,
+        "spark.master": master_url(settings),
         "spark.app.name": settings.app_name,
         "spark.driver.memory": settings.driver_memory,
         "spark.sql.session.timeZone": "UTC",
@@ -59,6 +70,10 @@ def spark_conf(settings: SparkSettings) -> dict[str, str]:
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.streaming.stopTimeout": "60s",
+        # PySpark 4 records the Python call site of every DataFrame and Column call for
+        # error messages: four more JVM round trips per call, which made up most of a
+        # micro-batch's driver time (docs/performance.md). Errors still say what failed.
+        "spark.python.sql.dataFrameDebugging.enabled": "false",
         # Executors (local or on a cluster) reach the driver at this address. Loopback binds
         # to loopback only; any other address binds every interface, so the name a
         # container or a multi-homed host advertises is served whatever it resolves to.

@@ -1,24 +1,28 @@
-"""The scoring stream: Kafka ``transactions`` -> alerts (Kafka + Parquet) and dead letters.
+"""The scoring stream: Kafka ``transactions`` -> alerts (Kafka + Parquet), dead letters, KPIs.
 
-One Structured Streaming query reads Kafka, parses each message once and scores it once.
-Its ``foreachBatch`` writer commits each micro-batch idempotently:
+One Structured Streaming query reads Kafka and parses each message once (the parse is part
+of the streaming plan, planned once per micro-batch by Spark itself). Its ``foreachBatch``
+writer commits each micro-batch idempotently, in as few Spark jobs as the outputs allow:
 
 0. the model version and threshold of batch ``N`` are chosen and recorded before anything is
    written (``<batch_log_dir>/models/batch-N.json``): given a registry, the writer re-reads
    the promotion pointer at the start of every batch, so an operator's promotion or
    threshold change applies from the next micro-batch without a restart; a replayed batch
    reuses the recorded choice, so its outputs stay byte-identical;
-1. alerts of batch ``N`` are written to ``<alerts_table>/batch_id=N`` through a staging
-   folder and an atomic rename; a replayed batch (after a crash) finds the folder and skips
-   the write, so the Parquet table is exactly-once;
-2. the Kafka ``fraud_alerts`` records are produced from that committed folder, so a replay
-   re-sends byte-identical records with the same key (at-least-once, de-duplicable);
-3. every scored transaction is committed to the scored-transactions table, the input of
-   the KPI query (:mod:`fraud_assets.core.kpis`), so Kafka is parsed and scored once;
-4. rejected messages go the same way as alerts to the quarantine table and
-   ``transactions_dlq`` (a batch without any writes no quarantine partition: its count
-   is observed while the alerts are written);
-5. a small JSON batch log records the counts.
+1. **one pass over Kafka**: every message of the batch, scored or rejected, is written once
+   to the ledger table (``<ledger_table>/batch_id=N``, through a staging folder and an atomic
+   rename; a replayed batch finds the folder and skips the write). Nothing is cached: the
+   counts (scored, alerts, rejected) are observed while it is written;
+2. every other output is derived from that committed ledger partition, so a replay derives
+   byte-identical outputs: the alerts (``<alerts_table>/batch_id=N``) and rejected messages
+   (``<quarantine_table>/batch_id=N``) are committed the same way, only when the batch has
+   any; one Kafka job produces the alerts to ``fraud_alerts``, the dead letters to
+   ``transactions_dlq`` and the batch's KPI partials (:func:`fraud_assets.core.kpis.kpi_partials`)
+   to the KPI query's input topic (at-least-once, keyed, so consumers de-duplicate);
+3. a small JSON batch log records the counts and each step's wall time.
+
+In real-time delivery (:mod:`fraud_assets.core.realtime`) the writer does everything but
+produce the alerts to Kafka: the real-time query does that in milliseconds.
 
 Spark's checkpoint (one per query, never deleted by code) makes a restart resume at the
 first uncommitted batch with the same offsets.
@@ -26,29 +30,24 @@ first uncommitted batch with the same offsets.
 
 import json
 import logging
-import os
-import shutil
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import reduce
 from pathlib import Path
 
 from pyspark.ml import PipelineModel
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
+from pyspark.sql.streaming import StreamingQuery
 
-from fraud_assets.core.compiled import compiled_fraud_probability
-from fraud_assets.core.contracts import (
-    ALERT_SCHEMA,
-    DEAD_LETTER_SCHEMA,
-    SCORED_TRANSACTIONS_SCHEMA,
-    field_names,
-)
+from fraud_assets.core.contracts import LEDGER_TABLE_SCHEMA
 from fraud_assets.core.explain import UnexplainableModelError, top_features
+from fraud_assets.core.kpis import kpi_partial_records
+from fraud_assets.core.paths import StreamPaths
+from fraud_assets.core.queries import guard_checkpoint, start_with_trigger
 from fraud_assets.core.registry import (
     ModelRegistry,
     Promotion,
@@ -57,48 +56,22 @@ from fraud_assets.core.registry import (
 )
 from fraud_assets.core.scoring import (
     alert_kafka_records,
-    alerts,
     dead_letter_kafka_records,
-    dead_letters,
-    filter_valid,
+    ledger_alerts,
+    ledger_dead_letters,
+    ledger_projection,
+    ledger_rows,
     parse_transactions,
-    score_with_features,
-    without_valid_text,
 )
 from fraud_assets.core.settings import KafkaSettings
-from fraud_assets.kafka.io import end_offsets
+from fraud_assets.core.sinks import (
+    commit_batch_partition,
+    read_batch_partition,
+    run_concurrently,
+    write_kafka,
+)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class StreamPaths:
-    """Where the scoring query keeps its checkpoint and writes its tables."""
-
-    checkpoint_dir: Path
-    kpi_checkpoint_dir: Path
-    alerts_table: Path
-    scored_table: Path
-    quarantine_table: Path
-    kpi_table: Path
-    batch_log_dir: Path
-
-    @classmethod
-    def under(cls, tables_dir: Path, checkpoints_dir: Path) -> "StreamPaths":
-        return cls(
-            checkpoint_dir=checkpoints_dir / "scoring",
-            kpi_checkpoint_dir=checkpoints_dir / "kpis",
-            alerts_table=tables_dir / "alerts",
-            scored_table=tables_dir / "scored_transactions",
-            quarantine_table=tables_dir / "quarantine",
-            kpi_table=tables_dir / "kpis",
-            batch_log_dir=tables_dir / "stream_batches",
-        )
-
-    @property
-    def batch_models_dir(self) -> Path:
-        """One JSON per micro-batch: the promotion (version, threshold) it was scored with."""
-        return self.batch_log_dir / "models"
 
 
 @dataclass(frozen=True)
@@ -117,6 +90,14 @@ class StreamSettings:
     """Bytes one fetch may return per partition (Kafka's default 1 MiB is ~1,400 messages).
     With the poll size above it cut reading + parsing from ~65 to ~45 core-µs per message
     here (``make bench``); a consumer holds at most this much per partition."""
+    fetch_max_wait_ms: int = 20
+    """How long the broker may hold a fetch that has no new data (Kafka's default 500 ms).
+
+    Spark reuses a task's Kafka consumer for the next micro-batch, and a consumer always has
+    its next fetch in flight: at the end of the log that fetch waits at the broker for new
+    data, and the next micro-batch's read waits for it. With the default, every small
+    micro-batch spent ~0.5 s per task waiting (its tasks ran 300-600 ms on ~50 ms of CPU;
+    ``docs/performance.md``)."""
 
     def consumer_options(self) -> dict[str, str]:
         """The Kafka consumer settings above as Spark Kafka source options."""
@@ -124,6 +105,7 @@ class StreamSettings:
             "kafka.max.poll.records": str(self.max_poll_records),
             "kafka.max.partition.fetch.bytes": str(self.max_partition_fetch_bytes),
             "kafka.fetch.max.bytes": str(4 * self.max_partition_fetch_bytes),
+            "kafka.fetch.max.wait.ms": str(self.fetch_max_wait_ms),
         }
 
 
@@ -141,8 +123,11 @@ class BatchStats:
     duration_ms: int
     replayed: bool
     stage_ms: dict[str, int] = field(default_factory=dict)
-    """Wall milliseconds of each step: ``alerts`` (parse, score, commit the alerts; the
-    first step reads Kafka), ``alerts_kafka``, ``scored``, ``dead_letters``."""
+    """Wall milliseconds of each step: ``ledger`` (read Kafka, parse, score, commit the
+    ledger: the one pass over the batch), then, at the same time, ``kafka`` (produce alerts,
+    dead letters and KPI partials), ``alerts`` (commit the alerts partition, when there are
+    alerts) and ``dead_letters`` (commit the quarantine partition, when something was
+    rejected)."""
 
 
 @dataclass
@@ -167,23 +152,6 @@ class StreamTotals:
         self.history.append(stats)
 
 
-def commit_batch_partition(df: DataFrame, table_dir: Path, batch_id: int) -> tuple[Path, bool]:
-    """Write ``df`` as ``table_dir/batch_id=N`` exactly once.
-
-    Returns the partition folder and whether it already existed (a replayed batch). The
-    data is written to ``table_dir/_staging`` (ignored by Parquet readers) and renamed into
-    place, so the folder either holds the whole batch or does not exist.
-    """
-    final = table_dir / f"batch_id={batch_id}"
-    if final.exists():
-        return final, True
-    staging = table_dir / "_staging" / f"batch_id={batch_id}-{uuid.uuid4().hex}"
-    staging.parent.mkdir(parents=True, exist_ok=True)
-    df.write.mode("errorifexists").parquet(str(staging))
-    os.replace(staging, final)
-    return final, False
-
-
 class Laps:
     """Wall milliseconds of consecutive steps, each measured from the end of the previous."""
 
@@ -197,42 +165,31 @@ class Laps:
         self._last = now
 
 
-class CountedRows:
-    """A DataFrame whose aggregates are observed while it is written (no second pass).
-
-    ``df`` is what to write; :meth:`result` returns the observed aggregates once the write
-    has run, or computes them with a job of their own when the write was skipped (a
-    replayed batch whose partition was already committed).
-    """
-
-    def __init__(self, source: DataFrame, *aggregates: Column):
-        self._source = source
-        self._aggregates = aggregates
-        self._observation = Observation()
-        self.df = source.observe(self._observation, *aggregates)
-
-    def result(self, written: bool) -> dict:
-        if written:
-            return dict(self._observation.get)
-        return self._source.agg(*self._aggregates).first().asDict()
-
-
-def write_kafka(df: DataFrame, kafka: KafkaSettings, topic: str) -> None:
-    """Produce ``key``/``value`` rows to ``topic`` (Kafka's batch writer, at-least-once)."""
-    df.write.format("kafka").options(**kafka.spark_options()).option("topic", topic).save()
+def ledger_counts() -> tuple[Column, ...]:
+    """What a batch log counts of a ledger: scored (valid), alerts and rejected rows."""
+    return (
+        F.count_if(F.col("reason").isNull()).alias("scored"),
+        F.count_if(F.col("is_alert")).alias("alerts"),
+        F.count_if(F.col("reason").isNotNull()).alias("invalid"),
+    )
 
 
 @dataclass(frozen=True)
 class _Scorer:
-    """A loaded model version and its explanation expression (None: not explainable)."""
+    """A loaded model version and what scoring with it needs, built once.
+
+    ``top_features`` is its explanation expression (None: not explainable); its ledger
+    projections are built once per threshold (building one is hundreds of JVM calls).
+    """
 
     model: PipelineModel
     top_features: Column | None
+    _projections: dict[float, tuple[Column, ...]] = field(default_factory=dict)
 
-    @property
-    def cheap(self) -> bool:
-        """Scoring is one arithmetic expression (a compiled logistic regression)."""
-        return compiled_fraud_probability(self.model) is not None
+    def projection(self, threshold: float, version: str) -> tuple[Column, ...]:
+        if threshold not in self._projections:
+            self._projections[threshold] = ledger_projection(threshold, version, self.top_features)
+        return self._projections[threshold]
 
 
 MODEL_CACHE_SIZE = 3
@@ -242,9 +199,12 @@ MODEL_CACHE_SIZE = 3
 class ScoringBatchWriter:
     """The ``foreachBatch`` function of the scoring query (see the module docstring).
 
+    It is called with a micro-batch of :func:`~fraud_assets.core.scoring.parse_transactions`
+    rows and its batch id.
+
     Args:
         spark: The session the query runs in.
-        kafka: Where alerts and dead letters are produced.
+        kafka: Where alerts, dead letters and KPI partials are produced.
         paths: The tables, batch logs and checkpoint of the query.
         model: The loaded model of ``promotion.version``.
         promotion: The promotion to score with when no registry is given (and the first one
@@ -252,6 +212,10 @@ class ScoringBatchWriter:
         on_batch: Called with each committed batch's stats.
         registry: When given, the promotion pointer is re-read at the start of every
             micro-batch and a changed version or threshold applies to that batch.
+        delivers_alerts: Produce the alerts to Kafka (False in real-time delivery, where the
+            real-time query produces them).
+        stream_id: The id the KPI partials carry; None reads the scoring query's own id from
+            its checkpoint (stable across restarts) at the first batch.
     """
 
     def __init__(
@@ -264,6 +228,8 @@ class ScoringBatchWriter:
         on_batch: Callable[[BatchStats], None] | None = None,
         *,
         registry: ModelRegistry | None = None,
+        delivers_alerts: bool = True,
+        stream_id: str | None = None,
     ):
         self.spark = spark
         self.kafka = kafka
@@ -272,6 +238,8 @@ class ScoringBatchWriter:
         """The promotion the last micro-batch was scored with."""
         self.registry = registry
         self.on_batch = on_batch
+        self.delivers_alerts = delivers_alerts
+        self._stream_id = stream_id
         self.totals = StreamTotals()
         self._lock = threading.Lock()
         self._scorers: OrderedDict[str, _Scorer] = OrderedDict()
@@ -281,6 +249,10 @@ class ScoringBatchWriter:
     def model(self) -> PipelineModel:
         """The model of the current promotion."""
         return self._scorers[self.promotion.version].model
+
+    def model_of(self, version: str) -> PipelineModel:
+        """The loaded model of ``version`` (from the registry, once)."""
+        return self._scorer(version).model
 
     def _scorer(self, version: str) -> _Scorer:
         """The loaded model of ``version`` (loaded once, then cached)."""
@@ -348,7 +320,14 @@ class ScoringBatchWriter:
         write_json_atomic(path, {"batch_id": batch_id, **asdict(wanted)})
         return wanted, False
 
-    def __call__(self, records: DataFrame, batch_id: int) -> None:
+    @property
+    def stream_id(self) -> str:
+        """The id of the scoring query whose batches this writer commits."""
+        if self._stream_id is None:
+            self._stream_id = query_id_of(self.paths.checkpoint_dir)
+        return self._stream_id
+
+    def __call__(self, parsed: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
         promotion, _ = self.promotion_for(batch_id)
         if (promotion.version, promotion.threshold) != (
@@ -365,71 +344,52 @@ class ScoringBatchWriter:
             )
         self.promotion = promotion
         scorer = self._scorer(promotion.version)
-        # Kafka is read and parsed once: the parsed rows stay in memory for the writes below,
-        # with the raw message text kept only for rejected ones (the dead letters need it).
-        parsed = without_valid_text(parse_transactions(records)).persist()
-        # The alerts write reads every parsed row: it counts the rejected ones on the way,
-        # so a batch without any skips the dead-letter commit (a Spark job and a rename).
-        rejected = CountedRows(parsed, F.count_if(F.col("reason").isNotNull()).alias("invalid"))
-        # Trees: scoring costs more than keeping the scored rows until the last write. The
-        # count is then taken by a job of its own: metrics observed inside a cached plan are
-        # not something to wait on.
-        observed = scorer.cheap
-        scored_with_features = score_with_features(
-            scorer.model,
-            filter_valid(rejected.df if observed else parsed),
-            promotion.threshold,
-            promotion.version,
-        )
-        if not scorer.cheap:
-            scored_with_features = scored_with_features.persist()
-        scored = scored_with_features.select(*field_names(SCORED_TRANSACTIONS_SCHEMA))
         laps = Laps()
-        try:
-            # Alerts first: they are what someone waits for.
-            alert_dir, replayed = commit_batch_partition(
-                alerts(scored_with_features, F.current_timestamp(), scorer.top_features),
-                self.paths.alerts_table,
-                batch_id,
-            )
-            committed_alerts = self.spark.read.schema(ALERT_SCHEMA).parquet(str(alert_dir))
-            laps.done("alerts")
-            write_kafka(alert_kafka_records(committed_alerts), self.kafka, self.kafka.topics.alerts)
-            laps.done("alerts_kafka")
+        # The one pass over the batch: read Kafka, parse, score, write every row once, and
+        # count what was written on the way.
+        observation = Observation()
+        ledger = ledger_rows(
+            parsed, scorer.model, scorer.projection(promotion.threshold, promotion.version)
+        ).observe(observation, *ledger_counts())
+        _, replayed = commit_batch_partition(ledger, self.paths.ledger_table, batch_id)
+        committed = read_batch_partition(
+            self.spark, self.paths.ledger_table, batch_id, LEDGER_TABLE_SCHEMA
+        )
+        if replayed:  # written before a crash: count what was committed
+            counts = committed.agg(*ledger_counts()).first().asDict()
+        else:
+            counts = dict(observation.get)
+        counts = {name: int(value or 0) for name, value in counts.items()}
+        laps.done("ledger")
 
-            # Every scored row, for the KPI query and live-quality audits (exactly once),
-            # counted while it is written.
-            scored_counts = CountedRows(
-                scored, F.count(F.lit(1)).alias("scored"), F.count_if("is_alert").alias("alerts")
+        # Everything else comes from the committed ledger, so a replay derives the same rows.
+        # The steps are independent; Kafka (what someone waits for) is started first.
+        topics = self.kafka.topics
+        records = [kpi_partial_records(committed, self.stream_id, topics.kpi_partials)]
+        steps: dict[str, Callable[[], object]] = {}
+        if counts["alerts"]:
+            alert_rows = ledger_alerts(committed)
+            if self.delivers_alerts:
+                records.append(alert_kafka_records(alert_rows, topics.alerts))
+            steps["alerts"] = lambda: commit_batch_partition(
+                alert_rows.coalesce(1), self.paths.alerts_table, batch_id
             )
-            _, existed = commit_batch_partition(scored_counts.df, self.paths.scored_table, batch_id)
-            counts = scored_counts.result(written=not existed)
-            laps.done("scored")
-
-            invalid = int(rejected.result(written=observed and not replayed)["invalid"])
-            if invalid:
-                letters_dir, _ = commit_batch_partition(
-                    dead_letters(parsed), self.paths.quarantine_table, batch_id
-                )
-                committed_letters = self.spark.read.schema(DEAD_LETTER_SCHEMA).parquet(
-                    str(letters_dir)
-                )
-                write_kafka(
-                    dead_letter_kafka_records(committed_letters),
-                    self.kafka,
-                    self.kafka.topics.dead_letter,
-                )
-            laps.done("dead_letters")
-        finally:
-            scored_with_features.unpersist()
-            parsed.unpersist()
+        if counts["invalid"]:
+            letters = ledger_dead_letters(committed)
+            records.append(dead_letter_kafka_records(letters, topics.dead_letter))
+            steps["dead_letters"] = lambda: commit_batch_partition(
+                letters.coalesce(1), self.paths.quarantine_table, batch_id
+            )
+        kafka_records = reduce(DataFrame.unionByName, records).coalesce(1)
+        steps = {"kafka": lambda: write_kafka(kafka_records, self.kafka), **steps}
+        laps.ms.update(run_concurrently(steps))
 
         stats = BatchStats(
             batch_id=batch_id,
-            input_rows=int(counts["scored"]) + int(invalid),
-            scored=int(counts["scored"]),
-            alerts=int(counts["alerts"]),
-            invalid=int(invalid),
+            input_rows=counts["scored"] + counts["invalid"],
+            scored=counts["scored"],
+            alerts=counts["alerts"],
+            invalid=counts["invalid"],
             model_version=promotion.version,
             threshold=promotion.threshold,
             duration_ms=int((time.monotonic() - started) * 1000),
@@ -461,28 +421,20 @@ def _explanation(model: PipelineModel, version: str) -> Column | None:
         return None
 
 
-def stream_rates(progress: dict | None) -> dict[str, float]:
-    """Spark's own throughput figures of the last micro-batch (empty before the first)."""
-    if not progress:
-        return {}
-    return {
-        "input_rows_per_second": round(float(progress.get("inputRowsPerSecond") or 0.0), 1),
-        "processed_rows_per_second": round(float(progress.get("processedRowsPerSecond") or 0.0), 1),
-        "trigger_duration_ms": int(progress.get("durationMs", {}).get("triggerExecution", 0)),
-    }
+def query_id_of(checkpoint_dir: Path) -> str:
+    """The id of the streaming query that owns ``checkpoint_dir`` (Spark's ``metadata`` file).
 
-
-def kafka_lag(progress: dict | None, kafka: KafkaSettings) -> dict[str, int] | None:
-    """Messages in ``transactions`` not yet read by the query, per partition."""
-    if not progress or not progress.get("sources"):
-        return None
-    consumed = progress["sources"][0].get("endOffset") or {}
-    if isinstance(consumed, str):
-        consumed = json.loads(consumed)
-    topic = kafka.topics.transactions
-    latest = end_offsets(kafka, topic, timeout_s=10.0)
-    read = consumed.get(topic, {})
-    return {str(p): max(0, end - int(read.get(str(p), 0))) for p, end in sorted(latest.items())}
+    Spark writes it when the query first starts and keeps it across restarts from the
+    checkpoint, so it names one query's lineage.
+    """
+    metadata = checkpoint_dir / "metadata"
+    try:
+        return json.loads(metadata.read_text().splitlines()[0])["id"]
+    except (OSError, ValueError, KeyError, IndexError) as error:
+        raise RuntimeError(
+            f"{metadata} holds no query id ({error}): the scoring query has not started on "
+            "this checkpoint"
+        ) from None
 
 
 def read_transactions_stream(
@@ -533,102 +485,16 @@ def start_scoring_query(
     settings: StreamSettings,
     bounded: bool,
 ) -> StreamingQuery:
-    """Start the scoring query; ``bounded`` drains what is available now, then stops."""
+    """Start the scoring query; ``bounded`` drains what is available now, then stops.
+
+    The streaming plan reads and parses (:func:`parse_transactions`); ``writer`` gets the
+    parsed rows of each micro-batch.
+    """
     guard_checkpoint(paths.checkpoint_dir, settings.query_name, kafka.topics.transactions)
     stream = (
-        read_transactions_stream(spark, kafka, settings)
+        parse_transactions(read_transactions_stream(spark, kafka, settings))
         .writeStream.queryName(settings.query_name)
         .option("checkpointLocation", str(paths.checkpoint_dir))
         .foreachBatch(writer)
     )
     return start_with_trigger(stream, bounded, settings.trigger_interval)
-
-
-def start_with_trigger(
-    stream: DataStreamWriter, bounded: bool, trigger_interval: str
-) -> StreamingQuery:
-    """Start ``stream``, bounded (drain what is available, then stop) or not.
-
-    Unbounded, it runs a micro-batch every ``trigger_interval`` until stopped.
-    """
-    if bounded:
-        return stream.trigger(availableNow=True).start()
-    return stream.trigger(processingTime=trigger_interval).start()
-
-
-class CheckpointMismatchError(RuntimeError):
-    """The checkpoint folder belongs to another query; it is never deleted by code."""
-
-
-def guard_checkpoint(checkpoint_dir: Path, query_name: str, source_topic: str) -> None:
-    """Refuse to start on a checkpoint written by a different query or source topic.
-
-    Spark would otherwise resume from offsets of another topic or fail deep inside the
-    state store. The identity is recorded next to Spark's own files on first start.
-    """
-    identity_path = checkpoint_dir / "fraud_assets_query.json"
-    identity = {"query_name": query_name, "source_topic": source_topic}
-    if identity_path.is_file():
-        recorded = json.loads(identity_path.read_text())
-        if recorded != identity:
-            raise CheckpointMismatchError(
-                f"checkpoint {checkpoint_dir} belongs to {recorded}, not {identity}. "
-                "Point the query at its own checkpoint folder, or move this one aside "
-                "yourself if you really mean to reprocess (code never deletes checkpoints)."
-            )
-    elif checkpoint_dir.exists() and any(checkpoint_dir.iterdir()):
-        raise CheckpointMismatchError(
-            f"checkpoint {checkpoint_dir} holds files of an unknown query; refusing to reuse it"
-        )
-    else:
-        write_json_atomic(identity_path, identity)
-
-
-def await_queries(
-    queries: list[StreamingQuery],
-    stop_requested: Callable[[], bool] = lambda: False,
-    poll_seconds: float = 1.0,
-    on_poll: Callable[[], None] | None = None,
-) -> None:
-    """Wait until every query has ended (bounded mode), one fails, or ``stop_requested()``.
-
-    A failure stops the other queries and is re-raised. Every query is stopped on the way
-    out, also when the wait is interrupted (Ctrl-C, run termination).
-    """
-    try:
-        while active := [q for q in queries if q.isActive]:
-            if stop_requested():
-                log.info("stop requested: stopping %s", [q.name for q in queries])
-                break
-            if any(q.exception() is not None for q in queries):
-                break
-            # One snapshot of the active queries: a bounded query may end between two
-            # isActive calls (awaitTermination of an ended query returns at once).
-            active[0].awaitTermination(poll_seconds)
-            if on_poll is not None:
-                on_poll()
-        for query in queries:
-            error = query.exception()
-            if error is not None:
-                raise RuntimeError(f"streaming query {query.name} failed: {error}") from None
-    finally:
-        for query in queries:
-            if query.isActive:
-                query.stop()
-
-
-def await_query(
-    query: StreamingQuery,
-    stop_requested: Callable[[], bool] = lambda: False,
-    poll_seconds: float = 1.0,
-    on_poll: Callable[[], None] | None = None,
-) -> None:
-    """:func:`await_queries` for one query."""
-    await_queries([query], stop_requested, poll_seconds, on_poll)
-
-
-def clear_staging(table_dir: Path) -> None:
-    """Remove leftovers of interrupted batch writes (never committed data, never checkpoints)."""
-    staging = table_dir / "_staging"
-    if staging.is_dir():
-        shutil.rmtree(staging)

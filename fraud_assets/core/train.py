@@ -33,11 +33,9 @@ from pyspark.ml.classification import (
     RandomForestClassifier,
 )
 from pyspark.ml.feature import StandardScaler, VectorAssembler
-from pyspark.ml.functions import vector_to_array
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from fraud_assets.core.compiled import compiled_fraud_probability
 from fraud_assets.core.contracts import FEATURE_COLUMNS, LABEL_COLUMN
 from fraud_assets.core.evaluate import (
     ScoredSlice,
@@ -46,6 +44,7 @@ from fraud_assets.core.evaluate import (
     ranking_metrics,
     scored_slice,
 )
+from fraud_assets.core.scoring import with_fraud_prob
 from fraud_assets.core.selection import (
     POLICIES,
     PolicySettings,
@@ -360,29 +359,6 @@ def fit(train: DataFrame, config: TrainingConfig) -> PipelineModel:
     if config.is_class_weighted:
         rows = rows.transform(with_class_weight)
     return build_pipeline(config).fit(rows)
-
-
-def fraud_probability(probability: Column) -> Column:
-    """P(fraud) from Spark ML's probability vector, with built-in functions (no UDF)."""
-    return vector_to_array(probability).getItem(1)
-
-
-def with_fraud_prob(model: PipelineModel, df: DataFrame) -> DataFrame:
-    """``df`` plus ``fraud_prob``; the model's intermediate columns are dropped.
-
-    A logistic regression is evaluated as one built-in expression
-    (:mod:`fraud_assets.core.compiled`); trees through their model's ``transform``: Spark
-    ML's in the JVM, XGBoost's by its own C++ predictor on Arrow batches of rows (a pandas
-    UDF: batch-at-a-time, no row-at-a-time Python; its cost per row is measured by
-    ``fraud-assets models``, see ``docs/models.md``).
-    """
-    compiled = compiled_fraud_probability(model)
-    if compiled is not None:
-        return df.withColumn("fraud_prob", compiled)
-    scored = model.transform(df)
-    return scored.withColumn("fraud_prob", fraud_probability(F.col("probability"))).drop(
-        "features_raw", "features", "rawPrediction", "probability", "model_prediction"
-    )
 
 
 def scoring_cost_us_per_row(model: PipelineModel, df: DataFrame, repeats: int = 3) -> float:

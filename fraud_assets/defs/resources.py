@@ -15,11 +15,10 @@ from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 from pyspark.sql import SparkSession
 
-from fraud_assets.core.paths import ProjectPaths
+from fraud_assets.core.paths import ProjectPaths, StreamPaths
 from fraud_assets.core.registry import ModelRegistry
 from fraud_assets.core.settings import KafkaSettings, SparkSettings, Topics
 from fraud_assets.core.spark import point_python_workers, spark_conf
-from fraud_assets.core.stream import StreamPaths
 from fraud_assets.setup.dataset import DATASET_SHA256
 
 
@@ -63,6 +62,8 @@ class KafkaResource(dg.ConfigurableResource):
     alerts_topic: str = Topics.alerts
     dead_letter_topic: str = Topics.dead_letter
     kpis_topic: str = Topics.kpis
+    kpi_partials_topic: str = Topics.kpi_partials
+    """Internal input of the KPI query (per-micro-batch window counts)."""
     security_protocol: str = "PLAINTEXT"
     """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
     sasl_mechanism: str = "PLAIN"
@@ -84,6 +85,7 @@ class KafkaResource(dg.ConfigurableResource):
                 alerts=self.alerts_topic,
                 dead_letter=self.dead_letter_topic,
                 kpis=self.kpis_topic,
+                kpi_partials=self.kpi_partials_topic,
             ),
             security_protocol=self.security_protocol,
             sasl_mechanism=self.sasl_mechanism,
@@ -91,6 +93,18 @@ class KafkaResource(dg.ConfigurableResource):
             sasl_password=self.sasl_password,
             ssl_cafile=self.ssl_cafile,
         )
+
+
+class StreamResource(dg.ConfigurableResource):
+    """How the scoring stream delivers alerts (``docs/operations.md``, real-time delivery)."""
+
+    alert_delivery: str = "microbatch"
+    """``microbatch``: alerts reach Kafka from each committed micro-batch (seconds);
+    ``realtime``: through Spark's real-time mode (milliseconds, at-least-once), the
+    micro-batch query still owning the tables, dead letters and KPIs."""
+    realtime_checkpoint_interval: str = "60 seconds"
+    """How often the real-time query commits its offsets (each commit stalls delivery for
+    about half a second; after a crash up to this much is delivered again)."""
 
 
 class SparkResource(dg.ConfigurableResource):
@@ -112,8 +126,13 @@ class SparkResource(dg.ConfigurableResource):
 
     @property
     def settings(self) -> SparkSettings:
+        return self.settings_reserving(0)
+
+    def settings_reserving(self, task_slots: int) -> SparkSettings:
+        """The settings, with ``task_slots`` held by real-time queries (see SparkSettings)."""
         return SparkSettings(
             master=self.master,
+            reserved_task_slots=task_slots,
             driver_memory=self.driver_memory,
             shuffle_partitions=self.shuffle_partitions,
             connector_jars_dir=ProjectPaths.at(self.home).spark_jars_dir,
@@ -123,13 +142,18 @@ class SparkResource(dg.ConfigurableResource):
             driver_host=self.driver_host,
         )
 
-    def session(self) -> SparkSession:
+    def session(self, reserved_task_slots: int = 0) -> SparkSession:
+        """The process's session; a new one reserves ``reserved_task_slots`` (real-time).
+
+        An existing session is returned as it is (``core.realtime.check_task_slots`` then
+        says whether it can run real-time delivery).
+        """
         # Creating the SparkContext replaces the SIGINT handler with PySpark's (cancel all
         # jobs, raise KeyboardInterrupt). In a run, the handler in place is Dagster's: keep
         # it, so terminating the run raises DagsterExecutionInterruptedError in the op (which
         # stops its queries) instead of a KeyboardInterrupt chained to a failed py4j call.
         previous = signal.getsignal(signal.SIGINT)
-        conf = spark_conf(self.settings)
+        conf = spark_conf(self.settings_reserving(reserved_task_slots))
         point_python_workers(conf)
         session = LazyPySparkResource(spark_config=conf).spark_session
         if previous is not None and threading.current_thread() is threading.main_thread():
@@ -157,11 +181,16 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             alerts_topic=_env("FRAUD_TOPIC_ALERTS", Topics.alerts),
             dead_letter_topic=_env("FRAUD_TOPIC_DEAD_LETTER", Topics.dead_letter),
             kpis_topic=_env("FRAUD_TOPIC_KPIS", Topics.kpis),
+            kpi_partials_topic=_env("FRAUD_TOPIC_KPI_PARTIALS", Topics.kpi_partials),
             security_protocol=_env("FRAUD_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
             sasl_mechanism=_env("FRAUD_KAFKA_SASL_MECHANISM", "PLAIN"),
             sasl_username=_env("FRAUD_KAFKA_SASL_USERNAME", ""),
             sasl_password=_env("FRAUD_KAFKA_SASL_PASSWORD", ""),
             ssl_cafile=_env("FRAUD_KAFKA_SSL_CAFILE", ""),
+        ),
+        "stream": StreamResource(
+            alert_delivery=_env("FRAUD_ALERT_DELIVERY", "microbatch"),
+            realtime_checkpoint_interval=_env("FRAUD_REALTIME_CHECKPOINT_INTERVAL", "60 seconds"),
         ),
         "spark": SparkResource(
             master=_env("FRAUD_SPARK_MASTER", "local[*]"),

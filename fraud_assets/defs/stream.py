@@ -10,22 +10,21 @@ import time
 import dagster as dg
 from pyspark.sql import SparkSession
 
-from fraud_assets.core.kpis import KpiBatchWriter, KpiSettings, kpi_overview, start_kpi_query
+from fraud_assets.core.kpis import KpiSettings, kpi_overview
+from fraud_assets.core.paths import StreamPaths
+from fraud_assets.core.queries import kafka_lag, stream_rates
+from fraud_assets.core.realtime import RealtimeSettings
 from fraud_assets.core.registry import check_compatible
 from fraud_assets.core.spark import require_connector_jars
-from fraud_assets.core.stream import (
-    ScoringBatchWriter,
-    StreamPaths,
-    StreamSettings,
-    StreamTotals,
-    await_queries,
-    await_query,
-    kafka_lag,
-    start_scoring_query,
-    stream_rates,
-)
+from fraud_assets.core.stream import ScoringBatchWriter, StreamSettings, StreamTotals
+from fraud_assets.core.stream_run import RunSettings, ScoringRun
 from fraud_assets.defs.metadata import table
-from fraud_assets.defs.resources import KafkaResource, ProjectResource, SparkResource
+from fraud_assets.defs.resources import (
+    KafkaResource,
+    ProjectResource,
+    SparkResource,
+    StreamResource,
+)
 from fraud_assets.defs.selection import promoted_model
 from fraud_assets.kafka.admin import check_broker_reachable
 
@@ -77,6 +76,8 @@ class ScoringStreamConfig(dg.Config):
     """How often the op records materializations of the tables while it runs."""
     watermark_delay: str = KpiSettings.watermark_delay
     """How late (in event time) a transaction may arrive and still count in its KPI window."""
+    alert_delivery: str = ""
+    """``microbatch`` or ``realtime``; empty: the deployment's (``FRAUD_ALERT_DELIVERY``)."""
 
 
 def _materializations(
@@ -129,14 +130,29 @@ def _kpi_materialization(
     )
 
 
-@dg.op(description="Run the scoring query until stopped (or, bounded, until the backlog is done).")
+@dg.op(
+    description="Run the scoring stream until stopped (or, bounded, until the backlog is done): "
+    "the micro-batch scoring and KPI queries, and with real-time delivery the real-time alert "
+    "query."
+)
 def run_scoring_stream(
     context: dg.OpExecutionContext,
     config: ScoringStreamConfig,
     project: ProjectResource,
     kafka: KafkaResource,
     spark: SparkResource,
+    stream: StreamResource,
 ) -> dg.Output[dict]:
+    settings = RunSettings(
+        bounded=config.bounded,
+        delivery=config.alert_delivery or stream.alert_delivery,
+        stream=StreamSettings(
+            trigger_interval=config.trigger_interval,
+            max_offsets_per_trigger=config.max_offsets_per_trigger,
+        ),
+        kpi=KpiSettings(watermark_delay=config.watermark_delay),
+        realtime=RealtimeSettings(checkpoint_interval=stream.realtime_checkpoint_interval),
+    )
     kafka_settings = kafka.settings
     check_broker_reachable(kafka_settings)
     require_connector_jars(project.paths.spark_jars_dir)
@@ -144,35 +160,36 @@ def run_scoring_stream(
     promotion = registry.require_promoted()
     check_compatible(registry.metadata(promotion.version))
     # The session first: loading a PipelineModel needs an active Spark session, and a run
-    # launched by the daemon starts in a fresh process that has none yet.
-    session = spark.session()
+    # launched by the daemon starts in a fresh process that has none yet. Real-time delivery
+    # holds a task slot per partition of transactions for the life of the run.
+    reserved = kafka_settings.transactions_partitions if settings.is_realtime else 0
+    session = spark.session(reserved_task_slots=reserved)
     model = registry.load(promotion.version)
     # With the registry, every micro-batch follows the promotion pointer: a threshold change or
     # a newly promoted model applies from the next micro-batch, without a restart.
+    paths = project.stream_paths
     writer = ScoringBatchWriter(
-        session, kafka_settings, project.stream_paths, model, promotion, registry=registry
+        session,
+        kafka_settings,
+        paths,
+        model,
+        promotion,
+        registry=registry,
+        delivers_alerts=not settings.is_realtime,
     )
-    settings = StreamSettings(
-        trigger_interval=config.trigger_interval,
-        max_offsets_per_trigger=config.max_offsets_per_trigger,
-    )
+    run = ScoringRun(session, kafka_settings, paths, writer, settings, registry=registry)
     context.log.info(
         f"scoring with {promotion.version} at threshold {promotion.threshold} "
-        f"from {kafka_settings.describe()} ({'bounded' if config.bounded else 'unbounded'})"
-    )
-    paths = project.stream_paths
-    kpi_settings = KpiSettings(watermark_delay=config.watermark_delay)
-    query = start_scoring_query(
-        session, kafka_settings, paths, writer, settings, bounded=config.bounded
+        f"from {kafka_settings.describe()} ({'bounded' if config.bounded else 'unbounded'}, "
+        f"{settings.delivery} alert delivery)"
     )
     reported = 0
     last_report = time.monotonic()
-    kpi_writer: KpiBatchWriter | None = None
     kpi_windows_reported = 0
 
     def report() -> None:
         nonlocal reported, last_report, kpi_windows_reported
-        progress = query.lastProgress
+        progress = run.scoring.lastProgress if run.scoring is not None else None
         if writer.totals.batches > reported:
             for event in _materializations(writer.totals, reported, progress):
                 context.log_event(event)
@@ -189,6 +206,7 @@ def run_scoring_stream(
                     metadata={"kafka_lag": sum(lag.values()), "kafka_lag_by_partition": lag},
                 )
             )
+        kpi_writer = run.kpi_writer
         if kpi_writer is not None and kpi_writer.windows > kpi_windows_reported:
             context.log_event(_kpi_materialization(session, paths, kpi_writer.windows))
             kpi_windows_reported = kpi_writer.windows
@@ -198,24 +216,9 @@ def run_scoring_stream(
         if time.monotonic() - last_report >= config.report_every_seconds:
             report()
 
-    # Terminating the run raises DagsterExecutionInterruptedError here; await_queries stops
-    # the queries in its `finally`, at a micro-batch boundary, before the error propagates.
-    if config.bounded:
-        # Drain the backlog, then close every KPI window the final watermark allows.
-        await_query(query, on_poll=on_poll)
-        kpi_query, kpi_writer = start_kpi_query(
-            session, kafka_settings, paths, kpi_settings, bounded=True
-        )
-        await_query(kpi_query)
-    else:
-        try:
-            kpi_query, kpi_writer = start_kpi_query(
-                session, kafka_settings, paths, kpi_settings, bounded=False
-            )
-        except BaseException:
-            query.stop()  # never leave the scoring query running without its op
-            raise
-        await_queries([query, kpi_query], on_poll=on_poll)
+    # Terminating the run raises DagsterExecutionInterruptedError here; the run stops its
+    # queries in its `finally`, at a micro-batch boundary, before the error propagates.
+    run.run(on_poll=on_poll)
     report()
     totals = writer.totals
     return dg.Output(
@@ -226,7 +229,9 @@ def run_scoring_stream(
             "invalid": totals.invalid,
             "model_version": writer.promotion.version,
             "threshold": writer.promotion.threshold,
-            "kpi_windows": kpi_writer.windows if kpi_writer else 0,
+            "kpi_windows": run.kpi_writer.windows if run.kpi_writer else 0,
+            "alert_delivery": settings.delivery,
+            "realtime_restarts": run.realtime_restarts,
         }
     )
 

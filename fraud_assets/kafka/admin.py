@@ -49,10 +49,11 @@ class TopicSpec:
 
 
 def project_topics(settings: KafkaSettings) -> list[TopicSpec]:
-    """The four topics of the pipeline.
+    """The topics of the pipeline: the four of the contracts and the KPI query's input.
 
     ``transactions`` has at least 2 partitions so the stream's parallelism and per-partition
-    ordering are exercised everywhere; alerts, dead letters and KPIs are low volume.
+    ordering are exercised everywhere; alerts, dead letters and KPIs are low volume; the KPI
+    partials are a few records per micro-batch, read by one query.
     """
     topics = settings.topics
     return [
@@ -60,6 +61,7 @@ def project_topics(settings: KafkaSettings) -> list[TopicSpec]:
         TopicSpec(topics.alerts, partitions=1),
         TopicSpec(topics.dead_letter, partitions=1),
         TopicSpec(topics.kpis, partitions=1),
+        TopicSpec(topics.kpi_partials, partitions=1),
     ]
 
 

@@ -17,8 +17,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fraud_assets.core.paths import ProjectPaths
-from fraud_assets.core.stream import StreamPaths
+from fraud_assets.core.paths import ProjectPaths, StreamPaths
 
 RECENT_WRITE_S = 120.0
 """A checkpoint written this recently probably belongs to a stream that still runs."""

@@ -22,9 +22,11 @@ from typing import Any
 import dagster as dg
 
 from fraud_assets.cli import OperatorError
+from fraud_assets.core.queries import CheckpointMismatchError
+from fraud_assets.core.realtime import RealtimeSetupError
 from fraud_assets.core.registry import ModelRegistryError
 from fraud_assets.core.spark import SparkSetupError
-from fraud_assets.core.stream import CheckpointMismatchError
+from fraud_assets.core.stream_run import REALTIME, DeliveryModeError
 from fraud_assets.kafka.admin import BrokerUnreachableError
 
 JOB_NAME = "scoring_stream"
@@ -36,6 +38,8 @@ OPERATOR_ERRORS: tuple[type[BaseException], ...] = (
     CheckpointMismatchError,
     BrokerUnreachableError,
     SparkSetupError,
+    RealtimeSetupError,
+    DeliveryModeError,
 )
 """Failures inside the run whose message already tells the operator what to do."""
 
@@ -53,6 +57,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--bounded",
         action="store_true",
         help="process every message available now, close the KPI windows, then exit",
+    )
+    parser.add_argument(
+        "--realtime",
+        action="store_true",
+        help="deliver alerts through Spark's real-time mode (milliseconds); the micro-batch "
+        "query keeps the tables, dead letters and KPIs (default: FRAUD_ALERT_DELIVERY)",
     )
     parser.add_argument(
         "--max-offsets-per-trigger", type=int, default=None, help="messages per micro-batch"
@@ -75,6 +85,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def op_config(args: argparse.Namespace) -> dict[str, Any]:
     """The ``ScoringStreamConfig`` of the flags that were given (the rest keep defaults)."""
     config: dict[str, Any] = {"bounded": bool(args.bounded)}
+    if getattr(args, "realtime", False):
+        config["alert_delivery"] = REALTIME
     for flag in ("max_offsets_per_trigger", "trigger_interval", "watermark_delay"):
         value = getattr(args, flag)
         if value is not None:
@@ -147,7 +159,8 @@ def run_stream(args: argparse.Namespace) -> int:
     print(
         f"scoring stream stopped: {summary['batches']} micro-batches, {summary['scored']:,} "
         f"scored, {summary['alerts']:,} alerts, {summary['invalid']:,} rejected "
-        f"(model {summary['model_version']}, threshold {summary['threshold']})"
+        f"(model {summary['model_version']}, threshold {summary['threshold']}, "
+        f"{summary['alert_delivery']} alert delivery)"
     )
     return 0
 

@@ -57,6 +57,7 @@ def unique_topics() -> Topics:
         alerts=f"fraud_alerts-{suffix}",
         dead_letter=f"transactions_dlq-{suffix}",
         kpis=f"fraud_kpis-{suffix}",
+        kpi_partials=f"fraud_kpi_partials-{suffix}",
     )
 
 
@@ -94,6 +95,7 @@ def prepare_run(
         alerts_topic=topics.alerts,
         dead_letter_topic=topics.dead_letter,
         kpis_topic=topics.kpis,
+        kpi_partials_topic=topics.kpi_partials,
     )
     specs = topic_specs(project_topics(kafka.settings))
     ensure_topics(bootstrap_servers, specs)

@@ -7,7 +7,7 @@ from fraud_assets.core.contracts import ALERT_SCHEMA
 from fraud_assets.core.registry import write_json_atomic
 from fraud_assets.core.scoring import alert_kafka_records
 from fraud_assets.core.settings import KafkaSettings, Topics
-from fraud_assets.core.stream import commit_batch_partition, write_kafka
+from fraud_assets.core.sinks import commit_batch_partition, write_kafka
 from fraud_assets.defs.audits import alerts_audit
 from fraud_assets.defs.resources import KafkaResource, ProjectResource, SparkResource
 from fraud_assets.kafka.io import produce_messages

@@ -26,6 +26,7 @@ def test_stream_alerts_equal_batch_alerts_on_real_transactions(
         alerts=f"fraud_alerts-{suffix}",
         dead_letter=f"transactions_dlq-{suffix}",
         kpis=f"fraud_kpis-{suffix}",
+        kpi_partials=f"fraud_kpi_partials-{suffix}",
     )
 
     instance = dg.DagsterInstance.ephemeral()

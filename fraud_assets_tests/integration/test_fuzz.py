@@ -30,16 +30,12 @@ from hypothesis import strategies as st
 from pyspark.sql import functions as F
 
 from fraud_assets.core.contracts import EVENT_TIME_BASE, PCA_COLUMNS, REQUIRED_MESSAGE_FIELDS
+from fraud_assets.core.paths import StreamPaths
+from fraud_assets.core.queries import await_query
 from fraud_assets.core.registry import Promotion
 from fraud_assets.core.scoring import MAX_MESSAGE_BYTES, parse_transactions
 from fraud_assets.core.settings import KafkaSettings, Topics
-from fraud_assets.core.stream import (
-    ScoringBatchWriter,
-    StreamPaths,
-    StreamSettings,
-    await_query,
-    start_scoring_query,
-)
+from fraud_assets.core.stream import ScoringBatchWriter, StreamSettings, start_scoring_query
 from fraud_assets.kafka.io import produce_messages, read_topic
 from fraud_assets.kafka.producer import format_event_time
 from fraud_assets_tests.factories import (
@@ -329,6 +325,7 @@ def test_ten_thousand_fuzzed_messages_are_scored_or_dead_lettered(
         transactions=unique_topics(partitions=2, prefix="fuzz-tx"),
         alerts=unique_topics(partitions=1, prefix="fuzz-alerts"),
         dead_letter=unique_topics(partitions=1, prefix="fuzz-dlq"),
+        kpi_partials=unique_topics(partitions=1, prefix="fuzz-partials"),
     )
     kafka = KafkaSettings(bootstrap_servers=kafka_broker.bootstrap_servers, topics=topics)
     state = tmp_path_factory.mktemp("fuzz")
@@ -352,9 +349,11 @@ def test_ten_thousand_fuzzed_messages_are_scored_or_dead_lettered(
     assert writer.totals.scored == len(valid_ids)
     assert writer.totals.invalid == len(expected_letters)
 
-    # Every valid transaction scored exactly once, nothing else.
-    scored = spark.read.parquet(str(paths.scored_table)).select("transaction_id").collect()
+    # Every valid transaction scored exactly once, nothing else; every message in the ledger.
+    ledger = spark.read.parquet(str(paths.ledger_table))
+    scored = ledger.where("reason IS NULL").select("transaction_id").collect()
     assert sorted(row.transaction_id for row in scored) == valid_ids
+    assert ledger.count() == MESSAGE_COUNT
 
     # The dead-letter topic holds exactly the invalid messages, by source coordinates.
     letters = {}

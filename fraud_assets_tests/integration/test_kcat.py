@@ -9,16 +9,12 @@ import subprocess
 import pytest
 
 from fraud_assets.core.contracts import ALERT_SCHEMA, field_names
+from fraud_assets.core.paths import StreamPaths
+from fraud_assets.core.queries import await_query
 from fraud_assets.core.reconcile import expected_alert_ids
 from fraud_assets.core.registry import Promotion
 from fraud_assets.core.settings import KafkaSettings, Topics
-from fraud_assets.core.stream import (
-    ScoringBatchWriter,
-    StreamPaths,
-    StreamSettings,
-    await_query,
-    start_scoring_query,
-)
+from fraud_assets.core.stream import ScoringBatchWriter, StreamSettings, start_scoring_query
 from fraud_assets.kafka.producer import encode_message, transaction_message
 from fraud_assets_tests.factories import audited_df, separable_model, separable_transactions
 
@@ -49,6 +45,7 @@ def test_kcat_produced_transactions_give_alerts_kcat_reads_as_json(
         transactions=unique_topics(partitions=2, prefix="kcat-tx"),
         alerts=unique_topics(partitions=1, prefix="kcat-alerts"),
         dead_letter=unique_topics(partitions=1, prefix="kcat-dlq"),
+        kpi_partials=unique_topics(partitions=1, prefix="kcat-partials"),
     )
     kafka = KafkaSettings(bootstrap_servers=kafka_broker.bootstrap_servers, topics=topics)
     rows = separable_transactions(120)

@@ -11,22 +11,15 @@ from collections.abc import Callable
 import pytest
 
 from fraud_assets.core.contracts import AUDITED_TRANSACTIONS_SCHEMA, FEATURE_COLUMNS
+from fraud_assets.core.paths import StreamPaths
 from fraud_assets.core.reconcile import expected_alert_ids, kafka_alert_ids
 from fraud_assets.core.registry import ModelRegistry, Promotion
+from fraud_assets.core.scoring import with_fraud_prob
 from fraud_assets.core.settings import KafkaSettings, Topics
-from fraud_assets.core.stream import (
-    ScoringBatchWriter,
-    StreamPaths,
-    StreamSettings,
-    start_scoring_query,
-)
-from fraud_assets.core.train import TrainingConfig, fit, with_fraud_prob
+from fraud_assets.core.stream import ScoringBatchWriter, StreamSettings, start_scoring_query
+from fraud_assets.core.train import TrainingConfig, fit
 from fraud_assets.kafka.io import produce_messages, read_topic
-from fraud_assets_tests.integration.test_stream_restart import (  # noqa: F401  (fixtures)
-    _messages,
-    model_and_promotion,
-    real_rows,
-)
+from fraud_assets_tests.integration.streams import messages
 
 pytestmark = pytest.mark.integration
 
@@ -52,8 +45,8 @@ def test_threshold_change_and_promotion_apply_from_the_next_micro_batch(
     kafka_broker,
     unique_topics,
     tmp_path,
-    real_rows,  # noqa: F811
-    model_and_promotion,  # noqa: F811
+    real_rows,
+    model_and_promotion,
 ):
     model, _ = model_and_promotion
     training = spark.createDataFrame(real_rows, schema=AUDITED_TRANSACTIONS_SCHEMA)
@@ -68,6 +61,7 @@ def test_threshold_change_and_promotion_apply_from_the_next_micro_batch(
         transactions=unique_topics(partitions=2, prefix="tx"),
         alerts=unique_topics(partitions=1, prefix="alerts"),
         dead_letter=unique_topics(partitions=1, prefix="dlq"),
+        kpi_partials=unique_topics(partitions=1, prefix="partials"),
     )
     kafka = KafkaSettings(bootstrap_servers=kafka_broker.bootstrap_servers, topics=topics)
     paths = StreamPaths.under(tmp_path / "tables", tmp_path / "checkpoints")
@@ -100,7 +94,7 @@ def test_threshold_change_and_promotion_apply_from_the_next_micro_batch(
                 registry.set_threshold(NEW, changed_by="alice", reason="catch more fraud")
             elif index == 2:
                 registry.promote(V2, switched, "manual", 0.8, changed_by="bob", reason="new model")
-            produce_messages(kafka.bootstrap_servers, topics.transactions, _messages(part))
+            produce_messages(kafka.bootstrap_servers, topics.transactions, messages(part))
             scored += len(part)
             wait_until(lambda total=scored: writer.totals.scored >= total, query)
     finally:

@@ -1,78 +1,41 @@
 """The scoring query on the real broker: restarts lose and duplicate nothing, bad input is
-dead-lettered with a reason, and a checkpoint is never reused by another query."""
+dead-lettered with a reason, KPIs equal batch KPIs across restarts and replays, and a
+checkpoint is never reused by another query."""
 
 import json
-from datetime import timedelta
+from collections import Counter
 
 import pytest
 from pyspark.sql import functions as F
 
-from fraud_assets.core.contracts import AUDITED_TRANSACTIONS_SCHEMA, EVENT_TIME_BASE
+from fraud_assets.core.contracts import AUDITED_TRANSACTIONS_SCHEMA
+from fraud_assets.core.paths import StreamPaths
+from fraud_assets.core.queries import CheckpointMismatchError, await_query
 from fraud_assets.core.reconcile import (
     batch_log_totals,
     expected_alert_ids,
     kafka_alert_ids,
     parquet_alert_ids,
 )
-from fraud_assets.core.registry import Promotion
+from fraud_assets.core.scoring import parse_transactions
 from fraud_assets.core.settings import KafkaSettings, Topics
 from fraud_assets.core.stream import (
-    CheckpointMismatchError,
     ScoringBatchWriter,
-    StreamPaths,
     StreamSettings,
-    await_query,
     read_transactions_batch,
     start_scoring_query,
 )
-from fraud_assets.core.train import TrainingConfig, fit
 from fraud_assets.kafka.io import produce_messages, read_topic
-from fraud_assets.kafka.producer import encode_message, transaction_message
-from fraud_assets_tests.real_data import distinct_transactions, write_real_subset
+from fraud_assets_tests.integration.streams import (
+    BAD_MESSAGES,
+    fresh_run,
+    kpis_reconciled,
+    letters_match_the_topic,
+    messages,
+    open_window_txns,
+)
 
 pytestmark = pytest.mark.integration
-
-BAD_MESSAGES = [
-    (b"bad-1", b"{not json", "malformed_json"),
-    (b"bad-2", b'{"transaction_id": "x", "event_time": "2013-09-01T00:00:00Z"}', None),
-    (b"bad-3", None, "empty_message"),
-    (b"bad-4", b"x" * 20_000, "oversized"),
-]
-
-
-@pytest.fixture(scope="module")
-def real_rows(tmp_path_factory, repo_paths):
-    folder = tmp_path_factory.mktemp("real")
-    subset = distinct_transactions(
-        write_real_subset(repo_paths.dataset_csv, folder / "subset.csv", first_rows=2000)
-    )
-    subset = subset.assign(
-        transaction_id=subset["row_index"].astype(str),
-        event_time=[EVENT_TIME_BASE + timedelta(seconds=float(t)) for t in subset["Time"]],
-    )
-    return subset[list(AUDITED_TRANSACTIONS_SCHEMA.fieldNames())].reset_index(drop=True)
-
-
-@pytest.fixture(scope="module")
-def model_and_promotion(spark, real_rows):
-    frame = spark.createDataFrame(real_rows, schema=AUDITED_TRANSACTIONS_SCHEMA)
-    model = fit(frame, TrainingConfig(max_iter=30))
-    return model, Promotion("test-lr", 0.5, "fixed", "2026-01-01T00:00:00+00:00")
-
-
-def _messages(rows):
-    return [encode_message(transaction_message(row)) for row in rows.to_dict(orient="records")]
-
-
-def _fresh_run(kafka_broker, unique_topics, tmp_path, partitions):
-    """New topics on the session's broker, and tables and checkpoints under ``tmp_path``."""
-    topics = Topics(
-        transactions=unique_topics(partitions=partitions, prefix="tx"),
-        alerts=unique_topics(partitions=1, prefix="alerts"),
-        dead_letter=unique_topics(partitions=1, prefix="dlq"),
-    )
-    kafka = KafkaSettings(bootstrap_servers=kafka_broker.bootstrap_servers, topics=topics)
-    return kafka, StreamPaths.under(tmp_path / "tables", tmp_path / "checkpoints")
 
 
 def _run_bounded(spark, kafka, paths, model, promotion):
@@ -88,11 +51,11 @@ def test_restart_on_the_same_checkpoint_loses_and_duplicates_nothing(
     spark, kafka_broker, unique_topics, tmp_path, real_rows, model_and_promotion
 ):
     model, promotion = model_and_promotion
-    kafka, paths = _fresh_run(kafka_broker, unique_topics, tmp_path, partitions=2)
+    kafka, paths = fresh_run(kafka_broker, unique_topics, tmp_path, partitions=2)
     topics = kafka.topics
     first, second = real_rows.iloc[:1200], real_rows.iloc[1200:]
 
-    produce_messages(kafka.bootstrap_servers, topics.transactions, _messages(first))
+    produce_messages(kafka.bootstrap_servers, topics.transactions, messages(first))
     produce_messages(
         kafka.bootstrap_servers, topics.transactions, [(k, v) for k, v, _ in BAD_MESSAGES]
     )
@@ -102,7 +65,7 @@ def test_restart_on_the_same_checkpoint_loses_and_duplicates_nothing(
     assert run1.totals.batches >= 2  # maxOffsetsPerTrigger splits the backlog
 
     # A restart (new writer, same checkpoint) picks up only what arrived since.
-    produce_messages(kafka.bootstrap_servers, topics.transactions, _messages(second))
+    produce_messages(kafka.bootstrap_servers, topics.transactions, messages(second))
     run2 = _run_bounded(spark, kafka, paths, model, promotion)
     assert run2.totals.scored == len(second)
     assert run2.totals.invalid == 0
@@ -121,13 +84,9 @@ def test_restart_on_the_same_checkpoint_loses_and_duplicates_nothing(
     letters = [json.loads(r.value) for r in read_topic(kafka.bootstrap_servers, topics.dead_letter)]
     assert len(letters) == len(BAD_MESSAGES)
     by_key = {letter["key"]: letter for letter in letters}
-    for key, value, reason in BAD_MESSAGES:
-        letter = by_key[key.decode()]
-        assert letter["source_topic"] == topics.transactions
-        assert letter["source_offset"] >= 0
-        assert letter["reason"] == (reason or "missing_or_invalid_field:Time")
-        if value is not None and reason != "oversized":
-            assert letter["value"] == value.decode()
+    for key, _value, reason in BAD_MESSAGES:
+        assert by_key[key.decode()]["reason"] == (reason or "missing_or_invalid_field:Time")
+    letters_match_the_topic(spark, kafka, paths, letters)
     quarantine = spark.read.parquet(str(paths.quarantine_table))
     assert quarantine.where(F.col("reason").isNotNull()).count() == len(BAD_MESSAGES)
     # Only batches that rejected something have a quarantine partition, with exactly their
@@ -143,6 +102,14 @@ def test_restart_on_the_same_checkpoint_loses_and_duplicates_nothing(
     partitions = {int(p.name.split("=")[1]) for p in paths.quarantine_table.glob("batch_id=*")}
     assert partitions == set(rejecting)  # ...and wrote no (empty) quarantine partition
 
+    # Both runs' partials, summed by one KPI query, equal batch KPIs window by window.
+    kpis = kpis_reconciled(spark, kafka, paths, run2.stream_id)
+    assert run1.stream_id == run2.stream_id  # one query lineage across the restart
+    assert kpis.kpi_windows_closed > 1
+    assert (kpis.kpi_windows_missing, kpis.kpi_windows_mismatched) == (0, 0)
+    assert (kpis.kpi_windows_duplicated, kpis.kpi_windows_open) == (0, 1)
+    assert kpis.kpi_txn_streamed + open_window_txns(spark, paths) == len(real_rows)
+
 
 def test_a_replayed_batch_reports_the_same_counts_and_commits_nothing_twice(
     spark, kafka_broker, unique_topics, tmp_path, real_rows, model_and_promotion
@@ -150,18 +117,18 @@ def test_a_replayed_batch_reports_the_same_counts_and_commits_nothing_twice(
     """A batch run again under its id (a crash before Spark's commit) finds its partitions,
     writes nothing new and still counts its rejected rows (no write to observe them in)."""
     model, promotion = model_and_promotion
-    kafka, paths = _fresh_run(kafka_broker, unique_topics, tmp_path, partitions=1)
+    kafka, paths = fresh_run(kafka_broker, unique_topics, tmp_path, partitions=1)
     topics = kafka.topics
     tables = tmp_path / "tables"
-    produce_messages(kafka.bootstrap_servers, topics.transactions, _messages(real_rows.iloc[:300]))
+    produce_messages(kafka.bootstrap_servers, topics.transactions, messages(real_rows.iloc[:300]))
     produce_messages(
         kafka.bootstrap_servers, topics.transactions, [(k, v) for k, v, _ in BAD_MESSAGES]
     )
-    records = read_transactions_batch(spark, kafka)
-    writer = ScoringBatchWriter(spark, kafka, paths, model, promotion)
-    writer(records, 7)
+    parsed = parse_transactions(read_transactions_batch(spark, kafka))
+    writer = ScoringBatchWriter(spark, kafka, paths, model, promotion, stream_id="replayed")
+    writer(parsed, 7)
     files = sorted(tables.rglob("*.parquet"))
-    writer(records, 7)
+    writer(parsed, 7)
     first, again = writer.totals.history
     assert (first.replayed, again.replayed) == (False, True)
     assert (again.scored, again.alerts, again.invalid) == (
@@ -172,6 +139,19 @@ def test_a_replayed_batch_reports_the_same_counts_and_commits_nothing_twice(
     assert (first.scored, first.invalid) == (300, len(BAD_MESSAGES))
     assert sorted(tables.rglob("*.parquet")) == files
     assert spark.read.parquet(str(paths.quarantine_table)).count() == len(BAD_MESSAGES)
+    # Kafka is at-least-once: the replay re-sent identical records ...
+    letters = read_topic(kafka.bootstrap_servers, topics.dead_letter)
+    assert len(letters) == 2 * len(BAD_MESSAGES)
+    assert Counter((r.key, r.value) for r in letters) == {
+        (r.key, r.value): 2 for r in letters[: len(BAD_MESSAGES)]
+    }
+    partials = read_topic(kafka.bootstrap_servers, topics.kpi_partials)
+    assert Counter(r.value for r in partials) == {r.value: 2 for r in partials}
+    # ... and the KPI query counts each batch's partials once.
+    kpis = kpis_reconciled(spark, kafka, paths, "replayed")
+    assert (kpis.kpi_windows_closed > 0, kpis.kpi_windows_open) == (True, 1)
+    assert (kpis.kpi_windows_missing, kpis.kpi_windows_mismatched) == (0, 0)
+    assert kpis.kpi_txn_streamed + open_window_txns(spark, paths) == 300
 
 
 def test_checkpoint_of_another_topic_is_refused_and_kept(

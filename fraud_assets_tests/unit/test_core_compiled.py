@@ -7,7 +7,8 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import functions as F
 
 from fraud_assets.core.compiled import compiled_fraud_probability
-from fraud_assets.core.train import TrainingConfig, fit, with_fraud_prob
+from fraud_assets.core.scoring import with_fraud_prob
+from fraud_assets.core.train import TrainingConfig, fit
 from fraud_assets_tests.factories import audited_df, separable_model, separable_transactions
 from fraud_assets_tests.unit.test_core_explain import FEATURES, constructed_lr
 

@@ -15,7 +15,7 @@ from fraud_assets.core.registry import (
     Promotion,
     new_version,
 )
-from fraud_assets.core.train import with_fraud_prob
+from fraud_assets.core.scoring import with_fraud_prob
 from fraud_assets_tests.factories import audited_df, separable_model, separable_transactions
 
 V1 = "lr-20260101T000000Z"

@@ -1,17 +1,14 @@
-"""The stream's idempotent batch commit and its checkpoint identity guard (no broker)."""
+"""The stream's idempotent batch commit, concurrent outputs and checkpoint guard (no broker)."""
 
 import json
+import threading
+import time
 
 import pytest
 from pyspark.sql import functions as F
 
-from fraud_assets.core.stream import (
-    CheckpointMismatchError,
-    CountedRows,
-    clear_staging,
-    commit_batch_partition,
-    guard_checkpoint,
-)
+from fraud_assets.core.queries import CheckpointMismatchError, guard_checkpoint
+from fraud_assets.core.sinks import clear_staging, commit_batch_partition, run_concurrently
 
 IDENTITY_FILE = "fraud_assets_query.json"
 
@@ -100,25 +97,48 @@ def test_interrupted_staging_is_invisible_and_cleared_without_touching_commits(s
     clear_staging(table)  # nothing left to clear is fine
 
 
+# --- run_concurrently -------------------------------------------------------------------------
+
+
+def test_output_steps_run_at_the_same_time_and_each_is_timed(spark, tmp_path):
+    # Each step waits until both have started: run one after the other, this never ends.
+    both_started = threading.Barrier(2, timeout=30)
+
+    def step(batch_id):
+        both_started.wait()
+        commit_batch_partition(spark.range(batch_id + 1), tmp_path / "t", batch_id)
+
+    elapsed = run_concurrently({"a": lambda: step(0), "b": lambda: step(1)})
+
+    assert set(elapsed) == {"a", "b"} and all(ms >= 0 for ms in elapsed.values())
+    assert _table(spark, tmp_path / "t") == [(0, 0), (1, 0), (1, 1)]
+
+
+def test_a_failing_step_is_raised_after_the_others_finished(spark, tmp_path):
+    finished = []
+
+    def slow():
+        time.sleep(0.5)
+        commit_batch_partition(spark.range(2), tmp_path / "t", 0)
+        finished.append("slow")
+
+    def failing():
+        raise RuntimeError("kafka is down")
+
+    with pytest.raises(RuntimeError, match="kafka is down"):
+        run_concurrently({"failing": failing, "slow": slow})
+    assert finished == ["slow"]
+    assert _table(spark, tmp_path / "t") == [(0, 0), (0, 1)]
+
+
+def test_a_failing_spark_job_in_a_step_surfaces_its_error(spark, tmp_path):
+    failing = spark.range(3).select(F.raise_error(F.lit("boom")).alias("id"))
+    with pytest.raises(Exception, match="boom"):
+        run_concurrently({"alerts": lambda: commit_batch_partition(failing, tmp_path / "t", 0)})
+    assert not (tmp_path / "t" / "batch_id=0").exists()
+
+
 # --- guard_checkpoint -----------------------------------------------------------------------
-
-
-def test_counts_are_observed_while_the_batch_is_written(spark, tmp_path):
-    rows = spark.range(10).withColumn("even", F.col("id") % 2 == 0)
-    counted = CountedRows(rows, F.count(F.lit(1)).alias("n"), F.count_if("even").alias("even"))
-    _, existed = commit_batch_partition(counted.df, tmp_path / "t", 0)
-    assert existed is False
-    assert counted.result(written=True) == {"n": 10, "even": 5}
-    assert len(_table(spark, tmp_path / "t")) == 10
-
-
-def test_counts_of_a_skipped_replay_come_from_the_data(spark, tmp_path):
-    commit_batch_partition(spark.range(10), tmp_path / "t", 0)
-    replay = CountedRows(spark.range(7), F.count(F.lit(1)).alias("n"))
-    _, existed = commit_batch_partition(replay.df, tmp_path / "t", 0)
-    assert existed is True
-    # The write never ran, so nothing was observed: the batch is counted by a job of its own.
-    assert replay.result(written=False) == {"n": 7}
 
 
 def test_first_start_records_the_query_identity(tmp_path):

@@ -9,9 +9,10 @@ import json
 import pytest
 
 from fraud_assets.core.contracts import FEATURE_COLUMNS
+from fraud_assets.core.paths import StreamPaths
 from fraud_assets.core.registry import ModelRegistry
 from fraud_assets.core.settings import KafkaSettings
-from fraud_assets.core.stream import ScoringBatchWriter, StreamPaths
+from fraud_assets.core.stream import ScoringBatchWriter
 from fraud_assets_tests.factories import separable_model
 
 V1 = "lr-20260101T000000Z"

@@ -11,10 +11,10 @@ from pyspark.ml import PipelineModel
 
 from fraud_assets.core.compiled import compiled_fraud_probability
 from fraud_assets.core.contracts import FEATURE_COLUMNS
-from fraud_assets.core.realtime import start_realtime_alert_query
+from fraud_assets.core.realtime import RealtimeSetupError, start_realtime_alert_query
 from fraud_assets.core.registry import Promotion
+from fraud_assets.core.scoring import with_fraud_prob
 from fraud_assets.core.settings import KafkaSettings
-from fraud_assets.core.train import with_fraud_prob
 from fraud_assets_tests.factories import audited_df, separable_transactions, xgboost_model
 
 
@@ -61,6 +61,7 @@ def test_a_saved_model_loads_and_scores_the_same(spark, tmp_path):
 def test_real_time_mode_refuses_xgboost_before_starting(spark, tmp_path):
     kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1")  # never reached
     promotion = Promotion("xgb-20260101T000000Z", 0.5, "max_f1", "")
-    with pytest.raises(ValueError, match="real-time mode runs no Python UDF"):
+    with pytest.raises(RealtimeSetupError, match="real-time mode runs no Python UDF"):
         start_realtime_alert_query(spark, kafka, tmp_path / "cp", xgboost_model(spark), promotion)
     assert not spark.streams.active
+    assert not (tmp_path / "cp").exists()  # refused before its checkpoint is touched

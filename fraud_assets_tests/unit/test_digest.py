@@ -11,7 +11,7 @@ import pytest
 from fraud_assets.core import digest
 from fraud_assets.core.contracts import ALERT_SCHEMA
 from fraud_assets.core.registry import write_json_atomic
-from fraud_assets.core.stream import commit_batch_partition
+from fraud_assets.core.sinks import commit_batch_partition
 from fraud_assets.defs.audits import alert_digest
 from fraud_assets.defs.resources import ProjectResource, SparkResource
 from fraud_assets_tests.conftest import REPO_ROOT

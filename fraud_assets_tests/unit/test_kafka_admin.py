@@ -18,7 +18,9 @@ from fraud_assets_tests.kafka_fixtures import audited_rows, write_audited_table
 
 def test_project_topics_use_configured_names_and_partitions():
     settings = KafkaSettings(
-        topics=Topics(transactions="tx", alerts="al", dead_letter="dl", kpis="kp"),
+        topics=Topics(
+            transactions="tx", alerts="al", dead_letter="dl", kpis="kp", kpi_partials="pa"
+        ),
         transactions_partitions=4,
     )
     assert project_topics(settings) == [
@@ -26,6 +28,7 @@ def test_project_topics_use_configured_names_and_partitions():
         TopicSpec("al", partitions=1),
         TopicSpec("dl", partitions=1),
         TopicSpec("kp", partitions=1),
+        TopicSpec("pa", partitions=1),
     ]
 
 

@@ -35,3 +35,19 @@ def test_extra_conf_still_wins():
         SparkSettings(executor_memory="2g", extra_conf=(("spark.executor.memory", "3g"),))
     )
     assert conf["spark.executor.memory"] == "3g"
+
+
+def test_reserved_realtime_slots_widen_only_the_default_local_master(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert spark_conf(SparkSettings(reserved_task_slots=2))["spark.master"] == "local[4]"
+    # What the user chose is taken as given (checked against the topic at start instead).
+    explicit = SparkSettings(master="local[2]", reserved_task_slots=2)
+    assert spark_conf(explicit)["spark.master"] == "local[2]"
+    cluster = SparkSettings(master="spark://h:7077", reserved_task_slots=2)
+    assert spark_conf(cluster)["spark.master"] == "spark://h:7077"
+    assert spark_conf(SparkSettings())["spark.master"] == "local[*]"
+
+
+def test_python_call_site_capture_is_off():
+    # Four extra JVM round trips per DataFrame/Column call otherwise (docs/performance.md).
+    assert spark_conf(SparkSettings())["spark.python.sql.dataFrameDebugging.enabled"] == "false"
