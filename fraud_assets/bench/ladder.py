@@ -27,6 +27,7 @@ from fraud_assets.core.registry import Promotion
 from fraud_assets.core.scoring import (
     filter_valid,
     is_alert,
+    ledger_projection,
     ledger_rows,
     parse_transactions,
     score_with_features,
@@ -34,6 +35,7 @@ from fraud_assets.core.scoring import (
 )
 from fraud_assets.core.settings import KafkaSettings
 from fraud_assets.core.stream import read_transactions_batch
+from fraud_assets.kafka.io import end_offsets
 
 RUNGS = (
     "kafka_read",
@@ -58,9 +60,18 @@ class _Rung:
     write_to: Path | None = None
 
 
+def _counts(alert: Column | None) -> tuple[Column, ...]:
+    """Rows read and, for a scoring rung, the ids it alerted on (nulls are not collected)."""
+    if alert is None:
+        return (F.count(F.lit(1)).alias("rows"),)
+    return (
+        F.count(F.lit(1)).alias("rows"),
+        F.collect_list(F.when(alert, F.col("transaction_id"))).alias("alert_ids"),
+    )
+
+
 def _counted(df: DataFrame, alert: Column | None) -> DataFrame:
-    alerts = F.lit(None).cast("long") if alert is None else F.count_if(alert)
-    return df.agg(F.count(F.lit(1)).alias("rows"), alerts.alias("alerts"))
+    return df.agg(*_counts(alert))
 
 
 def _rung(
@@ -74,7 +85,7 @@ def _rung(
     threshold = F.lit(float(promotion.threshold))
     text = F.col("value").cast("string")
     if name == "kafka_read":
-        return _Rung(records.agg(F.count(F.lit(1)).alias("rows"), F.sum(F.length("value"))))
+        return _Rung(records.agg(*_counts(None), F.sum(F.length("value"))))
     if name == "bytes_to_text":
         return _Rung(_counted(records.where(F.length(text) > 0), None))
     if name in ("from_json", "from_json_score"):
@@ -87,10 +98,8 @@ def _rung(
     if name == "contract_parse":
         return _Rung(_counted(parsed.where(F.col("reason").isNull()), None))
     if name == "ledger_write":
-        ledger = ledger_rows(
-            parsed, model, promotion.threshold, "ladder", F.current_timestamp(), top_features
-        )
-        return _Rung(ledger, write_to=scratch)
+        projection = ledger_projection(promotion.threshold, "ladder", top_features)
+        return _Rung(ledger_rows(parsed, model, projection), write_to=scratch)
     scored = score_with_features(model, filter_valid(parsed), promotion.threshold, "ladder")
     return _Rung(_counted(scored, F.col("is_alert")))
 
@@ -101,9 +110,7 @@ def _run(rung: _Rung) -> tuple[float, dict]:
         row = rung.result.first().asDict()
     else:
         observation = Observation()
-        counted = rung.result.observe(
-            observation, F.count(F.lit(1)).alias("rows"), F.count_if("is_alert").alias("alerts")
-        )
+        counted = rung.result.observe(observation, *_counts(F.col("is_alert")))
         counted.write.mode("overwrite").parquet(str(rung.write_to))
         row = dict(observation.get)
     return time.monotonic() - started, row
@@ -127,6 +134,7 @@ def cost_ladder(
     promotion: Promotion,
     cores: int,
     scratch_dir: Path,
+    expected: set[str],
     warm_up_per_partition: int = 20_000,
     rungs: tuple[str, ...] = RUNGS,
     on_rung: Callable[[str, dict], None] | None = None,
@@ -135,8 +143,10 @@ def cost_ladder(
 
     Returns, per rung: ``seconds`` (wall), ``tps``, ``core_us_per_message`` (wall ×
     ``cores`` / rows: what the step costs on a machine whose cores it keeps busy),
-    ``rows`` and ``alerts``.
+    ``rows``, ``alerts`` and ``exact``: the rung read every message of the topic and, if it
+    scores, alerted on exactly the ``expected`` ids (a set, not a count).
     """
+    messages = sum(end_offsets(kafka, kafka.topics.transactions).values())
     warm_ends = _slice_ends(spark, kafka, warm_up_per_partition)
     explanation = top_features(model)
     ladder: dict[str, dict] = {}
@@ -147,13 +157,19 @@ def cost_ladder(
         records = read_transactions_batch(spark, kafka)
         seconds, row = _run(_rung(name, records, model, promotion, scratch, explanation))
         rows = int(row["rows"])
+        ids = row.get("alert_ids")
+        alerted = None if ids is None else set(ids)
         ladder[name] = {
             "seconds": round(seconds, 2),
             "tps": round(rows / seconds, 1),
             "core_us_per_message": round(seconds * cores * 1e6 / rows, 1),
             "rows": rows,
-            "alerts": None if row.get("alerts") is None else int(row["alerts"]),
+            "alerts": None if ids is None else len(ids),
+            "exact": rows == messages and (alerted is None or alerted == expected),
         }
+        if alerted is not None and alerted != expected:
+            ladder[name]["missing_ids"] = sorted(expected - alerted)[:5]
+            ladder[name]["unexpected_ids"] = sorted(alerted - expected)[:5]
         if on_rung is not None:
             on_rung(name, ladder[name])
     return ladder

@@ -1,9 +1,14 @@
 """The Spark pipelines under test, and their timing read from Spark's own progress reports.
 
-- **production** calls :func:`fraud_assets.core.stream.start_scoring_query` with
-  :class:`~fraud_assets.core.stream.ScoringBatchWriter` (alerts to Parquet + Kafka, scored
-  transactions and dead letters committed) and :func:`fraud_assets.core.kpis.start_kpi_query`.
-- **production_realtime** is :func:`fraud_assets.core.realtime.start_realtime_alert_query`.
+- **production** is the product itself: a :class:`fraud_assets.core.stream_run.ScoringRun`
+  (the scoring query with its one-pass ledger writer, the KPI query over its partials) with
+  micro-batch delivery; **production_realtime** the same run with real-time delivery (the
+  real-time alert query, the micro-batch query beside it keeping the tables and KPIs).
+- **bare_microbatch** and **bare_realtime** are Spark's floors: a Kafka -> Kafka copy of
+  every message (no parse, no score) with the production trigger, and the same copy in
+  real-time mode. They say what Spark itself costs here before any work of ours. The bare
+  copy reads with Spark's default consumer settings; ``bare_microbatch_tuned`` (reported
+  for the fixed cost only) with the production ones, to tell a setting from the structure.
 - **reference_style** is modelled on the reference notebooks: three independent queries,
   each reading Kafka and parsing the JSON again (``from_json`` -> ``select("j.*")``, the
   JSON optimizer at its default), a Python UDF for ``probability[1]``, the default trigger
@@ -11,6 +16,7 @@
 """
 
 import json
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -22,13 +28,12 @@ from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery
 
 from fraud_assets.core.contracts import TRANSACTION_MESSAGE_SCHEMA
-from fraud_assets.core.kpis import KpiSettings, start_kpi_query
 from fraud_assets.core.paths import StreamPaths
-from fraud_assets.core.queries import await_query
 from fraud_assets.core.registry import Promotion
 from fraud_assets.core.scoring import filter_valid, parse_transactions, score_transactions
 from fraud_assets.core.settings import KafkaSettings
-from fraud_assets.core.stream import ScoringBatchWriter, StreamSettings, start_scoring_query
+from fraud_assets.core.stream import ScoringBatchWriter, StreamSettings
+from fraud_assets.core.stream_run import RunSettings, ScoringRun
 
 JSON_OPTIMIZER_CONF = "spark.sql.optimizer.enableJsonExpressionOptimization"
 SHUFFLE_PARTITIONS_CONF = "spark.sql.shuffle.partitions"
@@ -39,12 +44,15 @@ REFERENCE_CONF = {JSON_OPTIMIZER_CONF: "true", SHUFFLE_PARTITIONS_CONF: "200"}
 # --- progress ---------------------------------------------------------------------------
 
 
-def progress_events(query: StreamingQuery) -> list[dict]:
-    """The query's recent progress reports as dicts (oldest first)."""
+def progress_events(query: StreamingQuery | None) -> list[dict]:
+    """The query's recent progress reports as dicts (oldest first; none without a query)."""
+    if query is None:
+        return []
     return [json.loads(p.json) if hasattr(p, "json") else dict(p) for p in query.recentProgress]
 
 
-def _epoch(timestamp: str) -> float:
+def epoch(timestamp: str) -> float:
+    """Epoch seconds of a progress report's ISO timestamp."""
     return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
 
@@ -58,9 +66,9 @@ def busy_window(events: list[dict]) -> tuple[float, float] | None:
     busy = [e for e in events if e.get("numInputRows", 0) > 0]
     if not busy:
         return None
-    start = min(_epoch(e["timestamp"]) for e in busy)
+    start = min(epoch(e["timestamp"]) for e in busy)
     end = max(
-        _epoch(e["timestamp"]) + e.get("durationMs", {}).get("triggerExecution", 0) / 1000
+        epoch(e["timestamp"]) + e.get("durationMs", {}).get("triggerExecution", 0) / 1000
         for e in busy
     )
     return start, end
@@ -91,52 +99,102 @@ class ProgressLog:
         return [e for name in self.events for e in self.of(name)]
 
 
-# --- production ---------------------------------------------------------------------------
+# --- production -------------------------------------------------------------------------
 
 
-def run_production_backlog(
+def production_run(
     spark: SparkSession,
     kafka: KafkaSettings,
     paths: StreamPaths,
     model: PipelineModel,
     promotion: Promotion,
-    stream: StreamSettings,
-    kpi: KpiSettings,
-) -> tuple[list[dict], ScoringBatchWriter]:
-    """Drain the backlog as the bounded scoring op does: scoring query, then KPI query.
+    settings: RunSettings,
+) -> ScoringRun:
+    """The product's run of the scoring stream (not started: call ``run``)."""
+    writer = ScoringBatchWriter(
+        spark, kafka, paths, model, promotion, delivers_alerts=not settings.is_realtime
+    )
+    return ScoringRun(spark, kafka, paths, writer, settings)
 
-    Returns every progress report of both queries and the batch writer (its totals).
+
+def run_production_backlog(run: ScoringRun) -> list[dict]:
+    """Drain the backlog as the bounded scoring op does; every progress report of its queries."""
+    run.run(poll_seconds=0.5)
+    return [event for query in run.queries for event in progress_events(query)]
+
+
+class LiveRun:
+    """An unbounded :class:`ScoringRun` in a background thread, until :meth:`stop`."""
+
+    def __init__(self, run: ScoringRun):
+        self.run = run
+        self._stop = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._target, name="bench-live-run", daemon=True)
+
+    def _target(self) -> None:
+        try:
+            self.run.run(stop_requested=self._stop.is_set, poll_seconds=0.5)
+        except BaseException as error:  # reported by check() in the harness's thread
+            self.error = error
+
+    def start(self, timeout_s: float = 120.0) -> "LiveRun":
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while self.run.scoring is None or (
+            self.run.settings.bounded is False and self.run.kpis is None
+        ):
+            self.check()
+            if time.monotonic() > deadline:
+                raise TimeoutError("the production run did not start its queries in time")
+            time.sleep(0.1)
+        return self
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise RuntimeError(f"the production run failed: {self.error}") from self.error
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=180)
+        self.check()
+
+
+# --- Spark's floors: Kafka -> Kafka copies ------------------------------------------------
+
+
+def start_bare_copy(
+    spark: SparkSession,
+    kafka: KafkaSettings,
+    checkpoint_dir: Path,
+    trigger_interval: str | None = None,
+    realtime_interval: str | None = None,
+    consumer_options: dict[str, str] | None = None,
+) -> StreamingQuery:
+    """Copy every message of ``transactions`` to the alerts topic: no parse, no score.
+
+    Micro-batch with ``trigger_interval`` (the production trigger), or real-time mode with
+    ``realtime_interval`` (the production checkpoint interval).
     """
-    writer = ScoringBatchWriter(spark, kafka, paths, model, promotion)
-    query = start_scoring_query(spark, kafka, paths, writer, stream, bounded=True)
-    log = ProgressLog([query])
-    await_query(query, poll_seconds=0.5, on_poll=log.poll)
-    log.poll()
-    kpi_query, _ = start_kpi_query(spark, kafka, paths, kpi, bounded=True, stream_id=query.id)
-    kpi_log = ProgressLog([kpi_query])
-    await_query(kpi_query, poll_seconds=0.5, on_poll=kpi_log.poll)
-    kpi_log.poll()
-    return log.all() + kpi_log.all(), writer
-
-
-def start_production_live(
-    spark: SparkSession,
-    kafka: KafkaSettings,
-    paths: StreamPaths,
-    model: PipelineModel,
-    promotion: Promotion,
-    stream: StreamSettings,
-    kpi: KpiSettings,
-) -> list[StreamingQuery]:
-    """The unbounded scoring and KPI queries, as the scoring op runs them in production."""
-    writer = ScoringBatchWriter(spark, kafka, paths, model, promotion)
-    query = start_scoring_query(spark, kafka, paths, writer, stream, bounded=False)
-    try:
-        kpi_query, _ = start_kpi_query(spark, kafka, paths, kpi, bounded=False, stream_id=query.id)
-    except BaseException:
-        query.stop()
-        raise
-    return [query, kpi_query]
+    copy = (
+        spark.readStream.format("kafka")
+        .options(**kafka.spark_options())
+        .option("subscribe", kafka.topics.transactions)
+        .option("startingOffsets", "earliest")
+        .options(**(consumer_options or {}))
+        .load()
+        .select("key", "value")
+        .writeStream.queryName("bare_realtime" if realtime_interval else "bare_microbatch")
+        .format("kafka")
+        .options(**kafka.spark_options())
+        .option("topic", kafka.topics.alerts)
+        .option("checkpointLocation", str(checkpoint_dir))
+    )
+    if realtime_interval is not None:
+        return copy.outputMode("update").trigger(realTime=realtime_interval).start()
+    return copy.trigger(
+        processingTime=trigger_interval or StreamSettings().trigger_interval
+    ).start()
 
 
 def scoring_chain(records: DataFrame, model: PipelineModel, promotion: Promotion) -> DataFrame:
@@ -257,7 +315,7 @@ def _settled(events: list[dict], quiet_s: float = 2.0) -> bool:
     last = events[-1]
     if last.get("numInputRows", 0) == 0:
         return True
-    ended = _epoch(last["timestamp"]) + last.get("durationMs", {}).get("triggerExecution", 0) / 1e3
+    ended = epoch(last["timestamp"]) + last.get("durationMs", {}).get("triggerExecution", 0) / 1e3
     return time.time() - ended > quiet_s
 
 

@@ -180,9 +180,9 @@ def run(
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m fraud_assets.bench.plain_python``: the baseline consumer process."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
+def arguments(description: str | None, argv: list[str] | None) -> argparse.Namespace:
+    """The command line of a plain-Python consumer process (this one and the fast peer)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--bootstrap-servers", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--alerts-topic", required=True)
@@ -190,7 +190,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expect", type=int, default=None, help="stop after this many")
     parser.add_argument("--ready-file", type=Path, default=None)
     parser.add_argument("--result", type=Path, required=True)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def write_result(path: Path, result: ConsumerResult) -> None:
+    """Write what the consumer did, for the harness."""
+    path.write_text(json.dumps(asdict(result)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fraud_assets.bench.plain_python``: the baseline consumer process."""
+    args = arguments(main.__doc__, argv)
     stop = [False]
 
     def request_stop(signum: int, frame: Any) -> None:
@@ -206,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         args.ready_file,
         stop,
     )
-    args.result.write_text(json.dumps(asdict(result)))
+    write_result(args.result, result)
     return 0
 
 

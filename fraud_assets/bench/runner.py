@@ -1,28 +1,30 @@
-"""One benchmark run: broker, data, model, the pipelines' throughput and latency, the report.
+"""One benchmark run: broker, data, model, every pipeline's throughput and latency, the report.
 
 Order of a run (every step on the same machine, in one process that is also the Spark
 driver):
 
-1. an embedded Kafka broker on a free port, state under ``<run>/kafka``;
-2. the audit of the real dataset (:mod:`fraud_assets.core.audit`) and a logistic
-   regression trained with :mod:`fraud_assets.core.train` on its earliest 80%, its
-   threshold the max-F1 one on the holdout, saved and promoted in the run's own registry
-   (a fresh model per run: the benchmark depends on nothing under ``var/`` but the jars);
-3. every audited transaction, pre-serialized, loaded into one topic (``generator_tps``);
-4. throughput: each pipeline drains that backlog; alert ids are compared with batch scoring;
-5. latency: each pipeline runs live while the paced generator offers 1k/5k/10k tx/s.
+1. an embedded Kafka broker on a free port, state under ``<run>/kafka``; one Spark session
+   (``local[*]``, production settings, Spark's event log on: ``<run>/spark-events``);
+2. the audit of the real dataset and a logistic regression trained on its earliest 80%, its
+   threshold the max-F1 one on the holdout (a fresh model per run: the benchmark depends on
+   nothing under ``var/`` but the jars);
+3. the backlog (:mod:`fraud_assets.bench.backlog`): the dataset under fresh ids, at least a
+   million messages, pre-serialized and produced (``generator_tps``), and its slice;
+4. throughput (:mod:`fraud_assets.bench.throughput`), then the cost ladder on the slice;
+5. latency of the micro-batch pipelines, with the fixed cost of a micro-batch
+   (:mod:`fraud_assets.bench.live`);
+6. a second Spark session sized for real-time delivery as the product sizes it (``local[*]``
+   plus a slot per input partition), and the real-time latency runs;
+7. the profile of the production micro-batches from Spark's event log
+   (:mod:`fraud_assets.bench.timeline`), the goals, the report.
 """
 
-import json
 import logging
 import os
 import platform
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, replace
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,38 +34,37 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from fraud_assets.bench import generator, ladder, pipelines
-from fraud_assets.bench.latency import ResourceSampler, latency_summary
+from fraud_assets.bench import backlog as backlogs
+from fraud_assets.bench import cli, generator, ladder, live, pipelines, throughput, timeline
 from fraud_assets.bench.plain_python import linear_model_of
 from fraud_assets.core import train
 from fraud_assets.core.audit import audited_transactions, raw_transactions
 from fraud_assets.core.evaluate import average_precision, scored_slice
+from fraud_assets.core.explain import top_features
 from fraud_assets.core.kpis import KpiSettings
 from fraud_assets.core.paths import ProjectPaths, StreamPaths
-from fraud_assets.core.realtime import RealtimeSettings, start_realtime_alert_query
-from fraud_assets.core.reconcile import (
-    expected_alert_ids,
-    kafka_alert_ids,
-    parquet_alert_ids,
-    reconcile_alerts,
-)
+from fraud_assets.core.realtime import RealtimeSettings
+from fraud_assets.core.reconcile import expected_alert_ids
 from fraud_assets.core.registry import Promotion
-from fraud_assets.core.scoring import parse_transactions
+from fraud_assets.core.scoring import ledger_projection, ledger_rows, parse_transactions
 from fraud_assets.core.selection import recommend_max_f1, threshold_sweep
 from fraud_assets.core.settings import KafkaSettings, SparkSettings, Topics
 from fraud_assets.core.spark import get_spark, require_connector_jars
 from fraud_assets.core.stream import StreamSettings, read_transactions_batch
+from fraud_assets.core.stream_run import MICROBATCH, REALTIME, RunSettings
 from fraud_assets.kafka.admin import TopicSpec, ensure_topics
 from fraud_assets.kafka.broker import BrokerSettings, EmbeddedKafka, free_port
-from fraud_assets.kafka.io import read_topic
 from fraud_assets.kafka.producer import read_audited_rows
 
 log = logging.getLogger(__name__)
 
-PIPELINES = ("production", "reference_style", "plain_python")
-LATENCY_PIPELINES = (*PIPELINES, "production_realtime")
-SAMPLER_EXCLUDE = ("kafka.Kafka", "fraud_assets.bench.generator", "fraud_assets.bench.plain")
-"""The broker, the load generator and the plain-Python process are not the Spark pipeline."""
+THROUGHPUT_PIPELINES = cli.THROUGHPUT_PIPELINES
+REALTIME_LATENCY = ("production_realtime", "bare_realtime")
+MICROBATCH_LATENCY = tuple(p for p in cli.LATENCY_PIPELINES if p not in REALTIME_LATENCY)
+FIXED_COST = ("production", "bare_microbatch", "bare_microbatch_tuned")
+"""Pipelines whose small micro-batches give the fixed cost (``microbatch_fixed_ms``)."""
+ON_THE_SLICE = ("reference_style", "plain_python")
+"""Slow baselines that drain the backlog's slice (one replay of the dataset)."""
 
 
 @dataclass(frozen=True)
@@ -74,23 +75,32 @@ class BenchConfig:
     run_dir: Path
     dataset_csv: Path
     rates: tuple[int, ...] = (1000, 5000, 10000)
-    seconds_per_rate: float = 20.0
+    microbatch_seconds: float = 20.0
+    """Window of each rate for the micro-batch pipelines."""
+    realtime_seconds: float = 120.0
+    """Window of each rate for the real-time ones: long enough to hold checkpoint hand-overs
+    (two at the 60 s interval), which a p99 over a short window would miss or overstate."""
+    baseline_seconds: float = 10.0
+    """Window of each rate for the slow baselines, whose latencies are seconds anyway."""
     warm_up_seconds: float = 10.0
     """Untimed paced load at the first rate before the timed ones, for every pipeline: the
     first seconds of a fresh JVM query (class loading, JIT) are not its steady state."""
+    fixed_cost_seconds: float = 20.0
+    fixed_cost_rate: float = 5.0
     alert_every: int = 50
     """In latency runs every ``alert_every``-th message is a transaction the model alerts
     on (2%: enough timed alerts for a p99 at 1k tx/s); the others never alert."""
     transactions_partitions: int = 2
+    min_backlog: int = backlogs.MIN_BACKLOG
     stream: StreamSettings = StreamSettings()
     kpi: KpiSettings = KpiSettings()
     realtime_checkpoint_interval: str = RealtimeSettings().checkpoint_interval
     spark_master: str = "local[*]"
     shuffle_partitions: int = SparkSettings().shuffle_partitions
     driver_memory: str = SparkSettings().driver_memory
-    pipelines: tuple[str, ...] = PIPELINES
-    latency_pipelines: tuple[str, ...] = LATENCY_PIPELINES
-    drain_timeout_s: float = 600.0
+    pipelines: tuple[str, ...] = THROUGHPUT_PIPELINES
+    latency_pipelines: tuple[str, ...] = (*MICROBATCH_LATENCY, *REALTIME_LATENCY)
+    drain_timeout_s: float = 900.0
     ladder_warm_up_per_partition: int = 20_000
     """Records per partition each cost-ladder rung reads untimed before its timed run."""
     subset_rows: int | None = None
@@ -109,7 +119,8 @@ class Context:
     promotion: Promotion
     model_json: Path
     audited_dir: Path
-    expected: set[str]
+    backlog: backlogs.Backlog | None = None
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 # --- set-up ------------------------------------------------------------------------------
@@ -122,6 +133,7 @@ def _kafka(ctx: Context, prefix: str, partitions: int | None = None) -> KafkaSet
         alerts=f"{prefix}.alerts",
         dead_letter=f"{prefix}.dlq",
         kpis=f"{prefix}.kpis",
+        kpi_partials=f"{prefix}.kpi_partials",
     )
     n = partitions or ctx.config.transactions_partitions
     ensure_topics(
@@ -131,6 +143,7 @@ def _kafka(ctx: Context, prefix: str, partitions: int | None = None) -> KafkaSet
             TopicSpec(topics.alerts, config=(("message.timestamp.type", "LogAppendTime"),)),
             TopicSpec(topics.dead_letter),
             TopicSpec(topics.kpis),
+            TopicSpec(topics.kpi_partials),
         ],
     )
     return KafkaSettings(
@@ -172,311 +185,196 @@ def prepare_model(spark: SparkSession, config: BenchConfig) -> tuple[PipelineMod
     return model, promotion
 
 
-def _spark_settings(config: BenchConfig) -> SparkSettings:
+def spark_settings(config: BenchConfig, reserved_task_slots: int = 0) -> SparkSettings:
+    """The production settings, with Spark's event log in the run folder."""
+    events = config.run_dir / "spark-events"
+    events.mkdir(parents=True, exist_ok=True)
     return SparkSettings(
         master=config.spark_master,
         app_name="fraud_assets_bench",
         driver_memory=config.driver_memory,
         shuffle_partitions=config.shuffle_partitions,
         connector_jars_dir=ProjectPaths(config.home).spark_jars_dir,
+        reserved_task_slots=reserved_task_slots,
+        extra_conf=(
+            ("spark.eventLog.enabled", "true"),
+            ("spark.eventLog.dir", events.as_uri()),
+            ("spark.eventLog.compress", "false"),
+        ),
     )
 
 
-# --- throughput -----------------------------------------------------------------------------
-
-
-def _alert_ids(ctx: Context, topic: str) -> list[str]:
-    records = read_topic(ctx.bootstrap_servers, topic)
-    return kafka_alert_ids([r.value for r in records], [r.key for r in records])
-
-
-def _reference_alert_ids(ctx: Context, topic: str) -> list[str]:
-    """Reference alerts carry the notebook fields only; their key is the transaction id."""
-    records = read_topic(ctx.bootstrap_servers, topic)
-    return [json.loads(r.value)["transaction_id"] for r in records]
-
-
-def _correctness(expected: set[str], kafka_ids: list[str], parquet_ids: list[str] | None) -> dict:
-    if parquet_ids is None:  # no Parquet sink: compare Kafka with itself on that side
-        parquet_ids = sorted(set(kafka_ids))
-    result = reconcile_alerts(expected, parquet_ids, kafka_ids).as_dict()
-    return {k: v for k, v in result.items() if k not in ("missing_ids", "unexpected_ids")} | {
-        "missing_ids": result["missing_ids"][:5],
-        "unexpected_ids": result["unexpected_ids"][:5],
-    }
-
-
-def _throughput(messages: int, window: tuple[float, float] | None) -> float | None:
-    if window is None or window[1] <= window[0]:
-        return None
-    return round(messages / (window[1] - window[0]), 1)
-
-
-def throughput_production(ctx: Context, backlog: KafkaSettings, messages: int) -> dict:
-    """Drain the backlog with the production queries; throughput and correctness."""
-    kafka = _kafka(ctx, "tp-production")
-    kafka = replace(kafka, topics=replace(kafka.topics, transactions=backlog.topics.transactions))
-    paths = StreamPaths.under(
-        ctx.config.run_dir / "production" / "tables",
-        ctx.config.run_dir / "production" / "checkpoints",
+def load_backlog(ctx: Context, expected_base: set[str]) -> backlogs.Backlog:
+    """Encode the backlog once, produce it and its slice; the alert ids expected on each."""
+    total, rows = read_audited_rows(ctx.audited_dir)
+    rows = list(rows)
+    copies = backlogs.copies_for(total, ctx.config.min_backlog)
+    messages = backlogs.encode_copies(rows, copies)
+    full = _kafka(ctx, "backlog").topics.transactions
+    loaded = generator.produce_all(ctx.bootstrap_servers, full, messages)
+    part = _kafka(ctx, "slice").topics.transactions
+    generator.produce_all(ctx.bootstrap_servers, part, messages[:total])
+    return backlogs.Backlog(
+        topic=full,
+        slice_topic=part,
+        copies=copies,
+        messages=len(messages),
+        slice_messages=total,
+        expected=backlogs.copied_ids(expected_base, copies),
+        slice_expected=backlogs.copied_ids(expected_base, 1),
+        generator_tps=round(loaded.rate_tps, 1),
     )
-    with ResourceSampler(os.getpid(), SAMPLER_EXCLUDE) as sampler:
-        events, writer = pipelines.run_production_backlog(
-            ctx.spark, kafka, paths, ctx.model, ctx.promotion, ctx.config.stream, ctx.config.kpi
+
+
+def _run_settings(config: BenchConfig, delivery: str, bounded: bool) -> RunSettings:
+    return RunSettings(
+        bounded=bounded,
+        delivery=delivery,
+        stream=config.stream,
+        kpi=config.kpi,
+        realtime=RealtimeSettings(checkpoint_interval=config.realtime_checkpoint_interval),
+    )
+
+
+# --- throughput ------------------------------------------------------------------------------
+
+
+def run_throughput(ctx: Context, name: str) -> dict:
+    """Drain the backlog (or its slice, for the slow baselines) with pipeline ``name``."""
+    config, b = ctx.config, ctx.backlog
+    on_slice = name in ON_THE_SLICE
+    target = throughput.Target(
+        b.slice_topic if on_slice else b.topic,
+        b.slice_messages if on_slice else b.messages,
+        b.slice_expected if on_slice else b.expected,
+    )
+    kafka = _kafka(ctx, f"tp-{name}")
+    base = config.run_dir / "throughput" / name
+    if name == "production":
+        settings = _run_settings(config, MICROBATCH, bounded=True)
+        return throughput.production(
+            ctx.spark, kafka, base, ctx.model, ctx.promotion, settings, target
         )
-    window = pipelines.busy_window(events)
-    kafka_ids = _alert_ids(ctx, kafka.topics.alerts)
-    parquet_ids = parquet_alert_ids(ctx.spark, paths.alerts_table)
-    return {
-        "tps": _throughput(messages, window),
-        "scored": writer.totals.scored,
-        "batches": writer.totals.batches,
-        "seconds": round(window[1] - window[0], 2) if window else None,
-        "resources": sampler.usage.as_dict(),
-        "correctness": _correctness(ctx.expected, kafka_ids, parquet_ids),
-    }
-
-
-def throughput_reference(ctx: Context, backlog: KafkaSettings, messages: int) -> dict:
-    """Drain the backlog with the three reference-style queries."""
-    kafka = _kafka(ctx, "tp-reference")
-    kafka = replace(kafka, topics=replace(kafka.topics, transactions=backlog.topics.transactions))
-    out_dir = ctx.config.run_dir / "reference_style"
-    with ResourceSampler(os.getpid(), SAMPLER_EXCLUDE) as sampler:
-        queries = pipelines.start_reference_style(
-            ctx.spark, kafka, out_dir, ctx.model, ctx.promotion.threshold
+    if name == "reference_style":
+        return throughput.reference_style(
+            ctx.spark,
+            kafka,
+            base,
+            ctx.model,
+            ctx.promotion.threshold,
+            target,
+            config.drain_timeout_s,
         )
-        events = pipelines.drain(queries, messages, ctx.config.drain_timeout_s)
-    window = pipelines.busy_window(events)
-    kafka_ids = _reference_alert_ids(ctx, kafka.topics.alerts)
-    parquet_ids = [r[0] for r in ctx.spark.read.parquet(str(out_dir / "alerts")).collect()]
-    return {
-        "tps": _throughput(messages, window),
-        "seconds": round(window[1] - window[0], 2) if window else None,
-        "resources": sampler.usage.as_dict(),
-        "correctness": _correctness(ctx.expected, kafka_ids, parquet_ids),
-    }
+    module = f"fraud_assets.bench.{name}"
+    return throughput.plain_python(
+        module, kafka, ctx.model_json, base, target, config.drain_timeout_s
+    )
 
 
-@contextmanager
-def plain_python_process(
-    ctx: Context, kafka: KafkaSettings, result: Path, expect: int | None
-) -> Iterator[subprocess.Popen]:
-    """The plain-Python consumer process; stopped (SIGTERM, then kill) on exit."""
-    ready = result.with_suffix(".ready")
-    command = [
-        sys.executable,
-        "-m",
-        "fraud_assets.bench.plain_python",
-        "--bootstrap-servers",
-        ctx.bootstrap_servers,
-        "--topic",
-        kafka.topics.transactions,
-        "--alerts-topic",
-        kafka.topics.alerts,
-        "--model",
-        str(ctx.model_json),
-        "--ready-file",
-        str(ready),
-        "--result",
-        str(result),
-    ]
-    if expect is not None:
-        command += ["--expect", str(expect)]
-    process = subprocess.Popen(command)
-    try:
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"plain-Python consumer did not start (exit {process.poll()})")
-            time.sleep(0.1)
-        yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+# --- latency ---------------------------------------------------------------------------------
 
 
-def throughput_plain_python(ctx: Context, backlog: KafkaSettings, messages: int) -> dict:
-    """Drain the backlog with the plain-Python consumer process."""
-    kafka = _kafka(ctx, "tp-plain")
-    kafka = replace(kafka, topics=replace(kafka.topics, transactions=backlog.topics.transactions))
-    result_path = ctx.config.run_dir / "plain_python" / "throughput.json"
-    result_path.parent.mkdir(parents=True, exist_ok=True)
-    with plain_python_process(ctx, kafka, result_path, expect=messages) as process:
-        with ResourceSampler(process.pid) as sampler:
-            process.wait(timeout=ctx.config.drain_timeout_s)
-    result = json.loads(result_path.read_text())
-    window = (result["first_read_epoch"], result["last_output_epoch"])
-    return {
-        "tps": _throughput(result["consumed"], window),
-        "seconds": round(window[1] - window[0], 2),
-        "consumed": result["consumed"],
-        "resources": sampler.usage.as_dict(),
-        "correctness": _correctness(ctx.expected, _alert_ids(ctx, kafka.topics.alerts), None),
-    }
-
-
-# --- latency ------------------------------------------------------------------------------
-
-
-def _latency_messages(
-    ctx: Context, rate: int, alert_rows: list, quiet_rows: list, seconds: float, prefix: str
-):
-    """``rate * seconds`` messages: every ``alert_every``-th an alerting row, under new ids."""
-    count = int(rate * seconds)
-    rows, ids, timed = [], [], set()
-    for i in range(count):
-        tid = f"{prefix}{rate}-{i:07d}"
-        if i % ctx.config.alert_every == 0:
-            rows.append(alert_rows[(i // ctx.config.alert_every) % len(alert_rows)])
-            timed.add(tid.encode())
-        else:
-            rows.append(quiet_rows[i % len(quiet_rows)])
-        ids.append(tid)
-    return generator.encode_rows(rows, ids), timed
-
-
-def _wait_for_alerts(
-    ctx: Context, topic: str, wanted: set[str], timeout_s: float
-) -> list[tuple[str, int]]:
-    """Alert ``(transaction_id, timestamp)`` pairs, once ``wanted`` arrived or time ran out."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        records = read_topic(ctx.bootstrap_servers, topic)
-        pairs = [(r.key.decode(), r.timestamp_ms) for r in records if r.key is not None]
-        if wanted <= {p[0] for p in pairs} or time.monotonic() > deadline:
-            return pairs
-        time.sleep(1.0)
-
-
-def _paced_run(
-    ctx: Context, kafka: KafkaSettings, rate: int, rows: tuple, seconds: float, prefix: str
-) -> tuple[dict, dict]:
-    """Offer ``rate`` tx/s for ``seconds`` under ids starting with ``prefix``; alert latency."""
-    messages, timed = _latency_messages(ctx, rate, *rows, seconds=seconds, prefix=prefix)
-    work = ctx.config.run_dir / "latency-jobs"
-    work.mkdir(parents=True, exist_ok=True)
-    name = f"{kafka.topics.transactions}-{prefix}{rate}"
-    job, result = work / f"{name}.pkl", work / f"{name}.json"
-    generator.write_job(job, messages, timed)
-    del messages
-    command = [
-        sys.executable,
-        "-m",
-        "fraud_assets.bench.generator",
-        "--bootstrap-servers",
-        ctx.bootstrap_servers,
-        "--topic",
-        kafka.topics.transactions,
-        "--job",
-        str(job),
-        "--rate",
-        str(rate),
-        "--result",
-        str(result),
-    ]
-    subprocess.run(command, check=True, timeout=seconds * 4 + 60)
-    job.unlink()
-    produced = json.loads(result.read_text())
-    created = produced["create_ms"]
-    drain_s = max(30.0, seconds)
-    alerts = _wait_for_alerts(ctx, kafka.topics.alerts, set(created), drain_s)
-    return latency_summary(created, alerts), produced["result"]
-
-
-def _wait_until_live(
-    ctx: Context, kafka: KafkaSettings, alert_rows: list, timeout_s: float
-) -> None:
-    """Send alerting messages until one comes back: the pipeline is live end to end."""
-    from fraud_assets.kafka.io import produce_messages
-
-    deadline = time.monotonic() + timeout_s
-    sent: set[str] = set()
-    round_ = 0
-    while True:
-        ids = [f"warmup-{round_}-{i}" for i in range(5)]
-        produce_messages(
-            ctx.bootstrap_servers,
-            kafka.topics.transactions,
-            generator.encode_rows(alert_rows[:5], ids),
-        )
-        sent |= set(ids)
-        alerts = _wait_for_alerts(ctx, kafka.topics.alerts, set(ids), 10.0)
-        if sent & {a[0] for a in alerts}:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"no alert came back from {kafka.topics.alerts} in {timeout_s} s")
-        round_ += 1
-
-
-def latency_pipeline(ctx: Context, name: str, rows: tuple) -> dict:
-    """Run ``name`` live through every offered rate; per-rate latency and resources."""
+def start_live(ctx: Context, name: str) -> live.LiveHandle:
+    """Start ``name`` on fresh topics; the handle the live runs drive it by."""
     config = ctx.config
-    # The real-time query holds one core per input partition for its whole life.
-    partitions = 1 if name == "production_realtime" else None
-    kafka = _kafka(ctx, f"lat-{name}", partitions)
+    kafka = _kafka(ctx, f"lat-{name}")
     base = config.run_dir / "latency" / name
-    out: dict[str, Any] = {}
-    with ExitStack() as stack:
-        if name == "plain_python":
-            result_path = base / "result.json"
-            base.mkdir(parents=True, exist_ok=True)
-            process = stack.enter_context(plain_python_process(ctx, kafka, result_path, None))
-            root, exclude = process.pid, ()
+    root, exclude = os.getpid(), throughput.SAMPLER_EXCLUDE
+    if name in ("production", "production_realtime"):
+        delivery = REALTIME if name == "production_realtime" else MICROBATCH
+        paths = StreamPaths.under(base / "tables", base / "checkpoints")
+        run = pipelines.production_run(
+            ctx.spark,
+            kafka,
+            paths,
+            ctx.model,
+            ctx.promotion,
+            _run_settings(config, delivery, bounded=False),
+        )
+        running = pipelines.LiveRun(run).start()
+        handle = live.LiveHandle(kafka, running.stop, running.check, root, exclude)
+        if delivery == MICROBATCH:
+            handle.fixed_cost_query = run.scoring
         else:
-            if name == "production":
-                paths = StreamPaths.under(base / "tables", base / "checkpoints")
-                queries = pipelines.start_production_live(
-                    ctx.spark, kafka, paths, ctx.model, ctx.promotion, config.stream, config.kpi
-                )
-            elif name == "reference_style":
-                queries = pipelines.start_reference_style(
-                    ctx.spark, kafka, base, ctx.model, ctx.promotion.threshold
-                )
-            else:
-                queries = [
-                    start_realtime_alert_query(
-                        ctx.spark,
-                        kafka,
-                        base / "checkpoint",
-                        ctx.model,
-                        ctx.promotion,
-                        RealtimeSettings(
-                            checkpoint_interval=config.realtime_checkpoint_interval,
-                            starting_offsets="earliest",
-                        ),
-                    )
-                ]
-            stack.callback(lambda: [q.stop() for q in queries if q.isActive])
-            root, exclude = os.getpid(), SAMPLER_EXCLUDE
-        _wait_until_live(ctx, kafka, rows[0], timeout_s=300.0)
-        if config.warm_up_seconds > 0:
-            warm, _ = _paced_run(
-                ctx, kafka, config.rates[0], rows, config.warm_up_seconds, prefix="w"
-            )
-            out["warm_up"] = warm | {"offered_tps": config.rates[0]}
-            log.info("latency %s warm-up (untimed in the report's rates): %s", name, warm)
-        for rate in config.rates:
-            with ResourceSampler(root, exclude) as sampler:
-                summary, produced = _paced_run(
-                    ctx, kafka, rate, rows, config.seconds_per_rate, prefix="r"
-                )
-            if name != "plain_python":
-                failed = [q.name for q in queries if q.exception() is not None]
-                if failed:
-                    raise RuntimeError(f"{failed} failed: {queries[0].exception()}")
-            out[str(rate)] = summary | {
-                "offered_tps": rate,
-                "generator_achieved_tps": round(produced["rate_tps"], 1),
-                "resources": sampler.usage.as_dict(),
-            }
-            log.info("latency %s @ %d tx/s: %s", name, rate, summary)
-    return out
+            handle.lag_of = live.lag_of(lambda: run.scoring, kafka)
+        handle.notes["scoring_query_id"] = run.scoring.id
+        return handle
+    if name.startswith("bare_"):
+        realtime = name == "bare_realtime"
+        query = pipelines.start_bare_copy(
+            ctx.spark,
+            kafka,
+            base / "checkpoint",
+            trigger_interval=config.stream.trigger_interval,
+            realtime_interval=config.realtime_checkpoint_interval if realtime else None,
+            consumer_options=config.stream.consumer_options() if name.endswith("_tuned") else None,
+        )
+        handle = live.LiveHandle(kafka, query.stop, _failure_check(query), root, exclude)
+        handle.fixed_cost_query = None if realtime else query
+        handle.notes["query_id"] = query.id
+        return handle
+    if name == "reference_style":
+        queries = pipelines.start_reference_style(
+            ctx.spark, kafka, base, ctx.model, ctx.promotion.threshold
+        )
+
+        def stop() -> None:
+            for query in queries:
+                if query.isActive:
+                    query.stop()
+
+        return live.LiveHandle(kafka, stop, _failure_check(*queries), root, exclude)
+    stack = ExitStack()
+    process = stack.enter_context(
+        throughput.python_consumer(
+            f"fraud_assets.bench.{name}",
+            ctx.bootstrap_servers,
+            kafka,
+            ctx.model_json,
+            base / "result.json",
+            None,
+        )
+    )
+    return live.LiveHandle(kafka, stack.close, root_pid=process.pid)
+
+
+def _failure_check(*queries: Any):
+    def check() -> None:
+        for query in queries:
+            if query.exception() is not None:
+                raise RuntimeError(f"{query.name} failed: {query.exception()}")
+
+    return check
+
+
+def _plan(config: BenchConfig, name: str) -> live.LivePlan:
+    if name in REALTIME_LATENCY:
+        seconds = config.realtime_seconds
+    elif name in ON_THE_SLICE:
+        seconds = config.baseline_seconds
+    else:
+        seconds = config.microbatch_seconds
+    return live.LivePlan(
+        rates=config.rates,
+        seconds_per_rate=seconds,
+        warm_up_seconds=config.warm_up_seconds,
+        fixed_cost_seconds=config.fixed_cost_seconds if name in FIXED_COST else 0.0,
+        fixed_cost_rate=config.fixed_cost_rate,
+        alert_every=config.alert_every,
+    )
+
+
+def run_latency(ctx: Context, name: str, rows: live.Rows) -> dict:
+    """One pipeline live through the warm-up, its fixed cost and every rate."""
+    handle = start_live(ctx, name)
+    try:
+        plan = _plan(ctx.config, name)
+        if name == "bare_microbatch_tuned":  # reported for its fixed cost only
+            plan = replace(plan, rates=(), warm_up_seconds=0.0)
+        out = live.run_live(handle, ctx.config.run_dir / "latency-jobs" / name, plan, rows)
+    finally:
+        handle.stop()
+    return out | {"notes": handle.notes}
 
 
 # --- the whole run ------------------------------------------------------------------------
@@ -500,12 +398,15 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     started = time.monotonic()
     timings: dict[str, float] = {}
     report: dict[str, Any] = {"started_at": datetime.now(UTC).isoformat(), "smoke": config.smoke}
+    mark = [started]
 
-    def lap(stage: str, since: float) -> float:
+    def lap(stage: str) -> None:
         now = time.monotonic()
-        timings[stage] = round(now - since, 1)
-        return now
+        timings[stage] = round(now - mark[0], 1)
+        mark[0] = now
 
+    throughput_results: dict[str, Any] = {}
+    latency: dict[str, Any] = {}
     with ExitStack() as stack:
         broker = stack.enter_context(
             EmbeddedKafka(
@@ -518,87 +419,92 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             )
         )
         report["machine"] = _machine()
-        t = lap("broker_start", started)
-        spark = get_spark(_spark_settings(config))
+        lap("broker_start")
+        spark = get_spark(spark_settings(config))
         # Stop Spark before the broker: its cached Kafka producers would retry a dead broker.
-        stack.callback(spark.stop)
+        sessions = [spark]
+        stack.callback(lambda: sessions[-1].stop())
         model, promotion = prepare_model(spark, config)
         audited_dir = config.run_dir / "tables" / "audited_transactions"
         audited = spark.read.parquet(str(audited_dir))
-        expected = expected_alert_ids(model, audited, promotion)
+        expected_base = expected_alert_ids(model, audited, promotion)
         model_json = config.run_dir / "linear_model.json"
         linear_model_of(model, promotion.threshold, promotion.version).save(model_json)
         ctx = Context(
-            config,
-            spark,
-            broker.bootstrap_servers,
-            model,
-            promotion,
-            model_json,
-            audited_dir,
-            expected,
+            config, spark, broker.bootstrap_servers, model, promotion, model_json, audited_dir
         )
-        t = lap("audit_train", t)
+        lap("audit_train")
+        ctx.backlog = load_backlog(ctx, expected_base)
+        report["generator_tps"] = ctx.backlog.generator_tps
+        report["backlog_messages"] = ctx.backlog.messages
+        report["backlog_copies"] = ctx.backlog.copies
+        report["slice_messages"] = ctx.backlog.slice_messages
+        lap("load_backlog")
+        slice_kafka = replace(
+            _kafka(ctx, "slice"),
+            topics=replace(_kafka(ctx, "slice").topics, transactions=ctx.backlog.slice_topic),
+        )
+        report["from_json_count"] = _plans(spark, slice_kafka, model, promotion, config.run_dir)
 
-        # The backlog: every audited transaction, pre-serialized, then produced.
-        total, rows = read_audited_rows(audited_dir)
-        messages = generator.encode_rows(rows)
-        backlog = _kafka(ctx, "backlog")
-        loaded = generator.produce_all(ctx.bootstrap_servers, backlog.topics.transactions, messages)
-        del messages
-        report["generator_tps"] = round(loaded.rate_tps, 1)
-        report["backlog_messages"] = total
-        t = lap("load_backlog", t)
-
-        report["from_json_count"] = _plans(spark, backlog, model, promotion, config.run_dir)
-
-        throughput: dict[str, Any] = {}
-        runners = {
-            "production": throughput_production,
-            "reference_style": throughput_reference,
-            "plain_python": throughput_plain_python,
-        }
         for name in config.pipelines:
-            log.info("throughput: %s draining %d messages", name, total)
+            log.info("throughput: %s", name)
             try:
-                throughput[name] = runners[name](ctx, backlog, total)
+                throughput_results[name] = run_throughput(ctx, name)
             except Exception as error:  # one pipeline failing must not hide the others
                 log.exception("throughput run of %s failed", name)
-                throughput[name] = _failed(error)
-            log.info("throughput %s: %s tx/s", name, throughput[name]["tps"])
-            t = lap(f"throughput_{name}", t)
+                throughput_results[name] = _failed(error)
+            log.info("throughput %s: %s tx/s", name, throughput_results[name].get("tps"))
+            lap(f"throughput_{name}")
 
         # After the throughput runs: its warm-up passes would otherwise warm the JVM for them.
         report["cost_ladder"] = ladder.cost_ladder(
             spark,
-            backlog,
+            slice_kafka,
             model,
             promotion,
             cores=os.cpu_count() or 1,
             scratch_dir=config.run_dir / "ladder",
+            expected=ctx.backlog.slice_expected,
             warm_up_per_partition=config.ladder_warm_up_per_partition,
             on_rung=lambda name, rung: log.info("cost ladder %s: %s", name, rung),
         )
-        report["cost_ladder_exact"] = all(
-            rung["rows"] == total and rung["alerts"] in (None, len(expected))
-            for rung in report["cost_ladder"].values()
-        )
-        t = lap("cost_ladder", t)
+        report["cost_ladder_exact"] = all(rung["exact"] for rung in report["cost_ladder"].values())
+        lap("cost_ladder")
 
-        alert_rows, quiet_rows = _latency_rows(audited_dir, audited, model, promotion)
-        latency: dict[str, Any] = {}
-        for name in config.latency_pipelines:
-            try:
-                latency[name] = latency_pipeline(ctx, name, (alert_rows, quiet_rows))
-            except Exception as error:  # one pipeline failing must not hide the others
-                log.exception("latency run of %s failed", name)
-                latency[name] = {"error": _failed(error)["error"]}
-            t = lap(f"latency_{name}", t)
+        rows = _latency_rows(audited_dir, audited, model, promotion)
+        wanted = [n for n in config.latency_pipelines if n not in REALTIME_LATENCY]
+        if "bare_microbatch" in wanted and config.fixed_cost_seconds > 0:
+            wanted.append("bare_microbatch_tuned")
+        for name in wanted:
+            latency[name] = _latency_or_error(ctx, name, rows)
+            lap(f"latency_{name}")
+        realtime = [n for n in config.latency_pipelines if n in REALTIME_LATENCY]
+        if realtime:
+            # The product's real-time sizing: a task slot per input partition beside the
+            # micro-batch queries' (local[*] widened), in a session of its own.
+            spark.stop()
+            ctx.spark = get_spark(spark_settings(config, config.transactions_partitions))
+            sessions.append(ctx.spark)
+            report["machine"]["realtime_master"] = ctx.spark.sparkContext.master
+            for name in realtime:
+                latency[name] = _latency_or_error(ctx, name, rows)
+                lap(f"latency_{name}")
 
-    report |= _summarize(config, promotion, throughput, latency)
+    report |= _summarize(config, promotion, throughput_results, latency, report)
+    report["profile"] = _profile(config, throughput_results, latency)
+    report["goals"] = goals(report)
     report["stage_seconds"] = timings
     report["wall_seconds"] = round(time.monotonic() - started, 1)
     return report
+
+
+def _latency_or_error(ctx: Context, name: str, rows: live.Rows) -> dict:
+    log.info("latency: %s", name)
+    try:
+        return run_latency(ctx, name, rows)
+    except Exception as error:  # one pipeline failing must not hide the others
+        log.exception("latency run of %s failed", name)
+        return {"error": _failed(error)["error"]}
 
 
 def _plans(
@@ -611,13 +517,16 @@ def _plans(
     """Write ``plan.txt`` and count ``from_json`` in the executed plans.
 
     ``foreachBatch`` hides the per-batch plan from ``query.explain()``, so the plans are
-    the same functions over a batch read of the same topic: the parse that
-    ``ScoringBatchWriter`` caches once per micro-batch (validation, dead letters and scoring
-    then read the cache), and the uncached parse -> validate -> score chain that the
-    real-time path runs, with our settings and with Spark's default JSON optimizer.
+    the same functions over a batch read of the same topic: the micro-batch's one pass
+    (parse, score, the ledger projection ``ScoringBatchWriter`` writes), and the
+    parse -> validate -> score chain that the real-time query runs, with our settings and
+    with Spark's default JSON optimizer.
     """
     records = read_transactions_batch(spark, kafka)
-    parse_plan = pipelines.executed_plan(parse_transactions(records))
+    projection = ledger_projection(promotion.threshold, promotion.version, top_features(model))
+    parse_plan = pipelines.executed_plan(
+        ledger_rows(parse_transactions(records), model, projection)
+    )
     chain_plan = pipelines.executed_plan(pipelines.scoring_chain(records, model, promotion))
     spark.conf.set(pipelines.JSON_OPTIMIZER_CONF, "true")
     try:
@@ -625,7 +534,7 @@ def _plans(
     finally:
         spark.conf.set(pipelines.JSON_OPTIMIZER_CONF, "false")
     (run_dir / "plan.txt").write_text(
-        "# Micro-batch: parse_transactions(records), cached by ScoringBatchWriter\n"
+        "# Micro-batch: ledger_rows(parse_transactions(records)), the one pass it writes\n"
         f"{parse_plan}\n\n"
         "# parse -> filter_valid -> score_transactions -> alerts, uncached (real-time path)\n"
         f"{chain_plan}\n"
@@ -666,26 +575,39 @@ def _failed(error: Exception) -> dict[str, Any]:
     }
 
 
-def _summarize(config: BenchConfig, promotion: Promotion, throughput: dict, latency: dict) -> dict:
-    tps = {name: result.get("tps") for name, result in throughput.items()}
+RATE_KEYS = ("p50", "p95", "p99", "p999")
+
+
+def _summarize(
+    config: BenchConfig, promotion: Promotion, tp: dict, latency: dict, report: dict
+) -> dict:
+    tps = {name: result.get("tps") for name, result in tp.items()}
+    production = tp.get("production", {})
+    tps["production_first_batch"] = production.get("first_batch_tps")
 
     def ratio(other: str) -> float | None:
         if tps.get("production") and tps.get(other):
             return round(tps["production"] / tps[other], 2)
         return None
 
+    floor = report.get("cost_ladder", {}).get("from_json_score", {}).get("tps")
     latency_ms = {
         name: {
-            rate: {k: v[k] for k in ("p50", "p95", "p99")}
+            rate: {k: v.get(k) for k in RATE_KEYS}
             for rate, v in points.items()
-            if isinstance(v, dict) and "p50" in v and rate != "warm_up"
+            if rate in {str(r) for r in config.rates} and isinstance(v, dict) and "p50" in v
         }
         for name, points in latency.items()
+        if name != "bare_microbatch_tuned"
     }
-    rss = {name: r["resources"]["peak_rss_mb"] for name, r in throughput.items()}
+    fixed = {
+        name: points.get("fixed_cost", {}).get("median_ms")
+        for name, points in latency.items()
+        if "fixed_cost" in points
+    }
+    rss = {name: r["resources"]["peak_rss_mb"] for name, r in tp.items()}
     cpu = {
-        name: {k: r["resources"][k] for k in ("cpu_seconds", "avg_cores")}
-        for name, r in throughput.items()
+        name: {k: r["resources"][k] for k in ("cpu_seconds", "avg_cores")} for name, r in tp.items()
     }
     for name, points in latency.items():
         for rate, point in points.items():
@@ -696,13 +618,18 @@ def _summarize(config: BenchConfig, promotion: Promotion, throughput: dict, late
                 }
     return {
         "throughput_tps": tps,
+        "floor_ratio": round(tps["production"] / floor, 3)
+        if tps.get("production") and floor
+        else None,
         "ratio_vs_reference_style": ratio("reference_style"),
         "ratio_vs_plain_python": ratio("plain_python"),
+        "ratio_vs_plain_python_fast": ratio("plain_python_fast"),
+        "microbatch_fixed_ms": fixed,
         "latency_ms": latency_ms,
         "rss_mb": rss,
         "cpu": cpu,
-        "correctness": {name: r["correctness"] for name, r in throughput.items()},
-        "throughput_details": throughput,
+        "correctness": {name: r["correctness"] for name, r in tp.items()},
+        "throughput_details": tp,
         "latency_details": latency,
         "model": {
             "version": promotion.version,
@@ -718,8 +645,86 @@ def _summarize(config: BenchConfig, promotion: Promotion, throughput: dict, late
             "kpi": asdict(config.kpi),
             "realtime_checkpoint_interval": config.realtime_checkpoint_interval,
             "rates": list(config.rates),
-            "seconds_per_rate": config.seconds_per_rate,
+            "microbatch_seconds": config.microbatch_seconds,
+            "realtime_seconds": config.realtime_seconds,
+            "baseline_seconds": config.baseline_seconds,
             "warm_up_seconds": config.warm_up_seconds,
+            "fixed_cost_seconds": config.fixed_cost_seconds,
+            "fixed_cost_rate": config.fixed_cost_rate,
             "alert_every": config.alert_every,
         },
     }
+
+
+def _profile(config: BenchConfig, tp: dict, latency: dict) -> dict:
+    """The production micro-batches taken apart from Spark's event log (docs/performance.md)."""
+    files = timeline.event_log_files(config.run_dir / "spark-events")
+    out: dict[str, Any] = {"event_log_files": [str(f) for f in files]}
+    production = tp.get("production", {})
+    if production.get("scoring_query_id"):
+        batches = timeline.batch_profiles(files, production["scoring_query_id"])
+        out["throughput_batches"] = [b.as_dict() for b in batches]
+        out["throughput_warm"] = timeline.summarize([b for b in batches[1:] if b.rows])
+    live_production = latency.get("production", {})
+    query_id = live_production.get("notes", {}).get("scoring_query_id")
+    if query_id:
+        batches = timeline.batch_profiles(files, query_id)
+        out["fixed_cost"] = timeline.summarize(timeline.small_batches(batches))
+        for rate in config.rates:
+            point = live_production.get(str(rate))
+            if isinstance(point, dict) and "window_start_ms" in point:
+                window = timeline.in_window(
+                    batches, point["window_start_ms"], point["window_end_ms"]
+                )
+                out[f"rate_{rate}"] = timeline.summarize(window)
+    bare = latency.get("bare_microbatch", {}).get("notes", {}).get("query_id")
+    if bare:
+        out["bare_fixed_cost"] = timeline.summarize(
+            timeline.small_batches(timeline.batch_profiles(files, bare))
+        )
+    return out
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def goals(report: dict) -> dict:
+    """Each goal of the issue, its measured value in this run, and whether it is met."""
+    out: dict[str, Any] = {}
+    tps = report["throughput_tps"]
+    out["throughput_floor_ratio"] = {"value": report["floor_ratio"], "goal": ">= 0.5 (stretch 0.7)"}
+    out["vs_reference_style"] = {"value": report["ratio_vs_reference_style"], "goal": ">= 5"}
+    out["vs_plain_python"] = {"value": report["ratio_vs_plain_python"], "goal": ">= 3"}
+    latency = report["latency_ms"]
+    for rate in report["settings"]["rates"]:
+        key = str(rate)
+        mb = _ratio(
+            latency.get("production", {}).get(key, {}).get("p99"),
+            latency.get("bare_microbatch", {}).get(key, {}).get("p99"),
+        )
+        rt = _ratio(
+            latency.get("production_realtime", {}).get(key, {}).get("p99"),
+            latency.get("bare_realtime", {}).get(key, {}).get("p99"),
+        )
+        out[f"microbatch_p99_vs_bare@{rate}"] = {"value": mb, "goal": "<= 1.25"}
+        out[f"realtime_p99_vs_bare@{rate}"] = {"value": rt, "goal": "<= 2"}
+    fixed = report["microbatch_fixed_ms"]
+    out["fixed_cost_vs_bare"] = {
+        "value": _ratio(fixed.get("production"), fixed.get("bare_microbatch")),
+        "goal": "<= 1.5",
+    }
+    limits = {
+        "throughput_floor_ratio": (0.5, ">="),
+        "vs_reference_style": (5, ">="),
+        "vs_plain_python": (3, ">="),
+        "fixed_cost_vs_bare": (1.5, "<="),
+    }
+    for name, goal in out.items():
+        limit, sense = limits.get(name, (1.25 if name.startswith("microbatch") else 2.0, "<="))
+        value = goal["value"]
+        goal["met"] = (
+            None if value is None else (value >= limit if sense == ">=" else value <= limit)
+        )
+    del tps
+    return out
