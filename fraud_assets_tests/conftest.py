@@ -35,3 +35,15 @@ def spark(repo_paths: ProjectPaths) -> SparkSession:
     )
     yield session
     session.stop()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fuzz-examples",
+        type=int,
+        default=1,
+        help=(
+            "Hypothesis examples of the stream fuzz test (integration/test_fuzz.py): 1, the "
+            "default, is CI's one seeded run; more explore from a random seed (make fuzz)"
+        ),
+    )
