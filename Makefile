@@ -30,7 +30,7 @@ export PYSPARK_PYTHON := $(CURDIR)/$(VENV)/bin/python
 
 .PHONY: help setup venv dagster-home demo test test-unit lint dev \
 	kafka-start kafka-stop kafka-status compose-config setup-ui setup-system \
-	chaos chaos-short bench bench-smoke models
+	chaos chaos-short fuzz bench bench-smoke models
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) \
@@ -125,6 +125,17 @@ chaos: setup ## fault injection on the full dataset (kill -9, broker outage) -> 
 
 chaos-short: setup ## the CI-sized fault injection (a real-data subset, fewer kills)
 	$(FRAUD_ASSETS) --home "$(CURDIR)" chaos --rows 20000 --kills 3 --outage-seconds 10
+
+# Each example is one run of the scoring stream over 10,000 messages (about 30 s here, 120 s
+# allowed), plus 300 s for the session's broker and Spark to start: the per-test timeout grows
+# with the count, so a long run is not cut short and a hang still fails.
+FUZZ_EXAMPLES ?= 20
+FUZZ_SECONDS_PER_EXAMPLE := 120
+
+fuzz: setup ## the stream fuzz test with FUZZ_EXAMPLES Hypothesis examples (CI runs 1, seeded)
+	$(VENV_PY) -m pytest fraud_assets_tests/integration/test_fuzz.py \
+		-k ten_thousand_fuzzed_messages --fuzz-examples $(FUZZ_EXAMPLES) \
+		--timeout $$(( $(FUZZ_EXAMPLES) * $(FUZZ_SECONDS_PER_EXAMPLE) + 300 ))
 
 bench: setup ## throughput/latency benchmark of three pipelines -> var/bench/report.json
 	$(FRAUD_ASSETS) --home "$(CURDIR)" bench

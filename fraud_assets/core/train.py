@@ -385,7 +385,27 @@ def scoring_cost_us_per_row(model: PipelineModel, df: DataFrame, repeats: int = 
     reading = best_seconds(F.col("V1"), df)
     scoring = best_seconds(F.col("fraud_prob"), with_fraud_prob(model, df))
     cores = df.sparkSession.sparkContext.defaultParallelism
-    return max(scoring - reading, 0.0) * cores * 1e6 / rows
+    return net_cost_us_per_row(scoring, reading, cores=cores, rows=rows)
+
+
+def net_cost_us_per_row(
+    scoring_seconds: float, reading_seconds: float, *, cores: int, rows: int
+) -> float:
+    """Core-microseconds per row that scoring adds to reading, from two wall-clock timings.
+
+    Args:
+        scoring_seconds: Wall-clock seconds of summing ``fraud_prob`` over every row.
+        reading_seconds: Wall-clock seconds of summing a raw feature over the same rows.
+        cores: Cores Spark ran both sums on (the wall clock is shared by that many).
+        rows: Rows each sum read.
+
+    Returns:
+        ``(scoring - reading) * cores * 1e6 / rows``, or 0.0 when timing noise makes the
+        scoring sum the faster one (a cost is never negative).
+    """
+    if rows <= 0:
+        raise ValueError(f"rows must be positive, got {rows}")
+    return max(scoring_seconds - reading_seconds, 0.0) * cores * 1e6 / rows
 
 
 # --- one algorithm under one protocol -------------------------------------------------------

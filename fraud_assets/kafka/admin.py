@@ -21,6 +21,12 @@ from fraud_assets.core.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
+REACHABILITY_TIMEOUT_S = 5.0
+"""How long :func:`check_broker_reachable` waits by default before saying Kafka is down."""
+
+ADMIN_TIMEOUT_S = 10.0
+"""The default bound of one admin call (listing topics, their partitions)."""
+
 
 class BrokerUnreachableError(RuntimeError):
     """No Kafka broker answers at the configured bootstrap servers."""
@@ -116,7 +122,9 @@ def _tcp_problem(bootstrap_servers: str, timeout_s: float) -> str | None:
 
 
 @contextlib.contextmanager
-def admin_client(bootstrap_servers: str | KafkaSettings, timeout_s: float = 10.0) -> Iterator[Any]:
+def admin_client(
+    bootstrap_servers: str | KafkaSettings, timeout_s: float = ADMIN_TIMEOUT_S
+) -> Iterator[Any]:
     """A kafka-python ``KafkaAdminClient`` whose waits are bounded by ``timeout_s``."""
     from kafka import KafkaAdminClient
 
@@ -146,7 +154,9 @@ def broker_serves_metadata(bootstrap_servers: str | KafkaSettings, timeout_s: fl
     return None
 
 
-def check_broker_reachable(bootstrap_servers: str | KafkaSettings, timeout_s: float = 5.0) -> None:
+def check_broker_reachable(
+    bootstrap_servers: str | KafkaSettings, timeout_s: float = REACHABILITY_TIMEOUT_S
+) -> None:
     """Fail fast if no broker serves metadata at ``bootstrap_servers``.
 
     Raises:
@@ -188,14 +198,16 @@ def wait_for_broker(bootstrap_servers: str | KafkaSettings, timeout_s: float = 6
         time.sleep(0.5)
 
 
-def list_topics(bootstrap_servers: str | KafkaSettings, timeout_s: float = 10.0) -> list[str]:
+def list_topics(
+    bootstrap_servers: str | KafkaSettings, timeout_s: float = ADMIN_TIMEOUT_S
+) -> list[str]:
     """Names of the non-internal topics, sorted."""
     with admin_client(bootstrap_servers, timeout_s) as client:
         return sorted(name for name in client.list_topics() if not name.startswith("__"))
 
 
 def topic_partitions(
-    bootstrap_servers: str | KafkaSettings, timeout_s: float = 10.0
+    bootstrap_servers: str | KafkaSettings, timeout_s: float = ADMIN_TIMEOUT_S
 ) -> dict[str, int]:
     """Partition count of every non-internal topic."""
     with admin_client(bootstrap_servers, timeout_s) as client:

@@ -19,6 +19,20 @@ pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
+EMPTY_READ_TIMEOUT_S = 30.0
+"""The timeout of the empty-topic read. A read that waited for messages instead of stopping
+at the end offsets would take all of it (and raise), so the bound is the timeout itself: the
+real work (reachability, metadata, end offsets) takes about a second here, which leaves a slow
+machine 29 s of margin."""
+
+START_TIMEOUT_S = 60.0
+"""The start timeout given to a broker whose port is taken."""
+
+PORT_CHECK_MARGIN_S = 5.0
+"""What a refused start may take past its timeout: the port check itself binds two sockets,
+well under a second even on a loaded machine. A start that waited for a JVM to come up (or
+hung) would still overshoot ``START_TIMEOUT_S + PORT_CHECK_MARGIN_S``."""
+
 
 def wait_until_gone(pid: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
@@ -69,8 +83,8 @@ def test_produced_keys_are_read_back_exactly(kafka_broker, unique_topics):
 def test_read_topic_of_an_empty_topic_returns_nothing(kafka_broker, unique_topics):
     topic = unique_topics(partitions=2)
     started = time.monotonic()
-    assert read_topic(kafka_broker.bootstrap_servers, topic, timeout_s=20) == []
-    assert time.monotonic() - started < 10
+    assert read_topic(kafka_broker.bootstrap_servers, topic, timeout_s=EMPTY_READ_TIMEOUT_S) == []
+    assert time.monotonic() - started < EMPTY_READ_TIMEOUT_S
 
 
 def test_start_then_stop_leaves_no_process(tmp_path):
@@ -96,8 +110,10 @@ def test_start_then_stop_leaves_no_process(tmp_path):
 
 
 def test_port_in_use_fails_quickly_and_leaves_no_jvm(tmp_path):
-    # The port is checked before the JVM is launched: a clear error in well under a second
-    # instead of a JVM dying with "Address already in use" after its start-up.
+    # The port is checked before the JVM is launched: a clear error at once instead of a JVM
+    # dying with "Address already in use" after its start-up. Checked on what a launch leaves
+    # (the broker's config and data folder are written just before the storage is formatted),
+    # not on the clock, which a slow machine could fail.
     port, controller_port = free_port_pair()
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", port))
@@ -105,9 +121,11 @@ def test_port_in_use_fails_quickly_and_leaves_no_jvm(tmp_path):
         settings = broker_settings(tmp_path / "kafka", port=port, controller_port=controller_port)
         started = time.monotonic()
         with pytest.raises(BrokerStartError, match="in use") as error:
-            EmbeddedKafka(settings).start(timeout_s=60)
-        assert time.monotonic() - started < 5
+            EmbeddedKafka(settings).start(timeout_s=START_TIMEOUT_S)
+        assert time.monotonic() - started < START_TIMEOUT_S + PORT_CHECK_MARGIN_S
     assert "--port" in str(error.value)
+    assert not settings.server_properties.exists()
+    assert not settings.data_dir.exists()
     assert not settings.pid_file.exists()
     assert find_broker_pids(settings.server_properties) == []
 

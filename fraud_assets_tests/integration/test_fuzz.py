@@ -1,14 +1,22 @@
 """Fuzzing the scoring stream: 10,000 mixed valid and invalid messages through the real broker.
 
-How hypothesis is used (kept fast): one example draws a ``random.Random`` (``st.randoms``
-with a real PRNG, so 10,000 messages do not exhaust Hypothesis' choice buffer) and pools of
-floats, texts and raw bytes from Hypothesis strategies; the 10,000 messages are then built
-deterministically from them, so one bounded run of the real scoring query (about 15 s of
-the test's time) covers every kind. Shrinking is off: one run of the stream is the unit of
-work. ``@seed`` pins the example in CI. Hypothesis' first example is its simplest (pools of
-zeros and empty strings), so the pools are widened with awkward values from the seeded
-Random (huge, tiny, negative zero, non-ASCII text); raise ``max_examples`` locally to let
-Hypothesis explore richer pools, one stream run per example.
+How hypothesis is used, and what it adds where: an example draws a ``random.Random``
+(``st.randoms`` with a real PRNG, so 10,000 messages do not exhaust Hypothesis' choice buffer)
+and pools of floats, texts and raw bytes from Hypothesis strategies; the 10,000 messages are
+then built deterministically from them, so one bounded run of the real scoring query (about
+15 s of the test's time) covers every kind. Shrinking is off: one run of the stream is the
+unit of work.
+
+- In CI (``make test``, the default ``--fuzz-examples=1``) this is one example pinned by
+  :data:`FUZZ_SEED`: a fixed, seeded run. Hypothesis' first example is its simplest (pools of
+  zeros and empty strings), so there the variety comes from the seeded ``random.Random``
+  that widens the pools with awkward values (huge, tiny, negative zero, non-ASCII text) and
+  builds the messages; Hypothesis adds little beyond that one draw. That is kept cheap on
+  purpose: every example is one run of the stream.
+- In long mode (``make fuzz``, ``--fuzz-examples=N`` with N > 1) Hypothesis explores N
+  examples from a fresh random seed (richer pools: boundary floats, arbitrary Unicode,
+  random bytes), one stream run each, like ``make chaos`` is the long form of the fault
+  tests. A failure prints the seed to reproduce it with (``--hypothesis-seed``).
 
 What each kind must become is stated by the generator, independently of the parser: a
 valid message is scored exactly once; an invalid one lands in ``transactions_dlq`` and the
@@ -298,18 +306,35 @@ def text_of(value: bytes | None) -> str | None:
     return None if value is None else value.decode("utf-8", errors="replace")
 
 
-@seed(20260105)
-@settings(
-    max_examples=1,
+FUZZ_SEED = 20260105
+"""The seed of the one example CI runs (``--fuzz-examples=1``)."""
+
+FUZZ_SETTINGS = settings(
     deadline=None,
     database=None,
     phases=[Phase.generate],
     suppress_health_check=list(HealthCheck),
+    print_blob=True,
 )
-@given(pools=pools_strategy)
+
+
 def test_ten_thousand_fuzzed_messages_are_scored_or_dead_lettered(
-    pools, spark, kafka_broker, unique_topics, tmp_path_factory
+    request, spark, kafka_broker, unique_topics, tmp_path_factory
 ):
+    examples = request.config.getoption("fuzz_examples")
+
+    @settings(FUZZ_SETTINGS, max_examples=examples)
+    @given(pools=pools_strategy)
+    def fuzz(pools: Pools) -> None:
+        check_fuzzed_stream(pools, spark, kafka_broker, unique_topics, tmp_path_factory)
+
+    if examples == 1:
+        fuzz = seed(FUZZ_SEED)(fuzz)
+    fuzz()
+
+
+def check_fuzzed_stream(pools, spark, kafka_broker, unique_topics, tmp_path_factory) -> None:
+    """One example: the stream scores or dead-letters each of the messages built from ``pools``."""
     messages = build_messages(pools.widened(), MESSAGE_COUNT)
     kinds = Counter(message.kind for message in messages)
     assert set(kinds) == set(BUILDERS)

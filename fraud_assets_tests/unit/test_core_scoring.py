@@ -275,12 +275,20 @@ def test_time_ordered_split_refuses_a_fraction_outside_0_1(spark, fraction):
 
 def test_time_ordered_split_never_loses_rows(spark):
     df = audited_df(spark, separable_transactions(10))
-    # 1 - 0.9 == 0.09999999999999998 in floating point, so n_train is int(0.999...) == 0.
-    try:
-        train, holdout = time_ordered_split(df, 0.9)
-    except ValueError:
-        return  # refusing is an acceptable fix too
-    assert train.count() + holdout.count() == 10
+
+    def indexes(part):
+        return sorted(row[0] for row in part.select("row_index").collect())
+
+    # 1 - 0.9 == 0.09999999999999998 in floating point: the train size is rounded (1 row),
+    # not truncated (0 rows), so a 0.9 holdout of 10 rows splits 1 + 9.
+    train, holdout = time_ordered_split(df, 0.9)
+    assert indexes(train) == [0]
+    assert indexes(holdout) == list(range(1, 10))
+    # A fraction that leaves one side empty is refused, saying why, rather than losing it.
+    with pytest.raises(ValueError, match="leaves 0 rows to train"):
+        time_ordered_split(df, 0.99)
+    with pytest.raises(ValueError, match="leaves 10 rows to train"):
+        time_ordered_split(df, 0.01)
 
 
 def test_class_weights_give_each_class_half_of_the_total(transactions):

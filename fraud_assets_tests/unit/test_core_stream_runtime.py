@@ -5,12 +5,18 @@ applies at the start of every batch (the integration test runs it on Kafka).
 """
 
 import json
+import shutil
 
 import pytest
 
 from fraud_assets.core.contracts import FEATURE_COLUMNS
 from fraud_assets.core.paths import StreamPaths
-from fraud_assets.core.registry import ModelRegistry
+from fraud_assets.core.registry import (
+    MODEL_FAMILY,
+    ModelRegistry,
+    ModelRegistryError,
+    check_compatible,
+)
 from fraud_assets.core.settings import KafkaSettings
 from fraud_assets.core.stream import ScoringBatchWriter
 from fraud_assets_tests.factories import separable_model
@@ -88,12 +94,31 @@ def test_an_unloadable_promotion_keeps_the_current_model(spark, tmp_path, model,
     first = registry.promote(V1, 0.5, "max_f1", None)
     w = writer(spark, tmp_path, model, first, registry)
     broken = "lr-20260103T000000Z"
-    folder = registry.models_dir / "broken" / broken
-    folder.mkdir(parents=True)
-    registry.promotion_path.write_text(
-        json.dumps({"version": broken, "threshold": 0.6, "policy": "p", "promoted_at": "t"})
+    # A corrupt version where the registry reads it: a copy of V1 (valid metadata.json with
+    # the contract's features, so it passes the compatibility check and can be promoted)
+    # whose stages' saved parameters are overwritten with garbage. The family folder is made
+    # this test's own so the shared saved versions stay intact.
+    family = registry.models_dir / MODEL_FAMILY
+    shared = family.resolve()
+    family.unlink()
+    family.mkdir()
+    for version in (V1, V2):
+        (family / version).symlink_to(shared / version)
+    shutil.copytree(shared / V1, registry.version_dir(broken))
+    metadata = registry.version_dir(broken) / "metadata.json"
+    metadata.write_text(json.dumps({**json.loads(metadata.read_text()), "version": broken}))
+    stage_data = list(
+        (registry.version_dir(broken) / "pipeline" / "stages").glob("*/data/*.parquet")
     )
+    assert stage_data
+    for path in stage_data:
+        path.write_bytes(b"not a parquet file")
+    registry.promote(broken, 0.6, "p", None)
+    check_compatible(registry.metadata(broken))  # found and compatible ...
+    with pytest.raises(ModelRegistryError, match="cannot be loaded"):
+        registry.load(broken)  # ... but corrupt
     assert applied(w, 0) == (V1, 0.5, False)
+    assert broken not in w._scorers
 
 
 def test_without_a_registry_the_given_promotion_is_used_and_recorded(

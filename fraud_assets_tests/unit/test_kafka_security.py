@@ -154,9 +154,29 @@ def test_contradictory_or_incomplete_settings_fail_fast(overrides, message):
         KafkaSettings(**overrides)
 
 
-def test_every_supported_mechanism_is_accepted():
-    for mechanism in SASL_MECHANISMS:
-        settings_for("SASL_SSL", sasl_mechanism=mechanism)
+LOGIN_MODULES = {
+    "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
+    "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
+    "SCRAM-SHA-512": "org.apache.kafka.common.security.scram.ScramLoginModule",
+}
+"""The JAAS login module Kafka's Java client needs for each mechanism (written out here, not
+read from the settings module, so a wrong mapping there fails)."""
+
+
+@pytest.mark.parametrize("protocol", ["SASL_PLAINTEXT", "SASL_SSL"])
+@pytest.mark.parametrize("mechanism", SASL_MECHANISMS)
+def test_every_supported_mechanism_is_accepted(mechanism, protocol):
+    settings = settings_for(protocol, sasl_mechanism=mechanism)
+    spark = settings.spark_options()
+    assert spark["kafka.security.protocol"] == protocol
+    assert spark["kafka.sasl.mechanism"] == mechanism
+    assert spark["kafka.sasl.jaas.config"] == (
+        f'{LOGIN_MODULES[mechanism]} required username="alice" password="{PASSWORD}";'
+    )
+    client = settings.client_kwargs()
+    assert client["security_protocol"] == protocol
+    assert client["sasl_mechanism"] == mechanism
+    assert (client["sasl_plain_username"], client["sasl_plain_password"]) == ("alice", PASSWORD)
 
 
 def test_a_replaced_setting_is_validated_again():

@@ -17,12 +17,17 @@ from fraud_assets.core.supervision import SupervisorState
 from fraud_assets.defs.resources import ProjectResource
 from fraud_assets.defs.stream import STREAM_TAG, alerts_table, scoring_stream
 from fraud_assets.defs.supervise import (
+    BACKOFF,
     MODEL_VERSION_TAG,
     UNBOUNDED_RUN_CONFIG,
     alert_digest_sensor,
     stream_supervisor,
 )
 from fraud_assets_tests.conftest import REPO_ROOT
+
+CLOCK_RESOLUTION_S = 1e-3
+"""Tolerance on an instant the supervisor computes from a recorded one: the run store keeps
+end times as floats and the cursor as JSON, either of which may round below a millisecond."""
 
 
 @pytest.fixture
@@ -111,14 +116,21 @@ def test_failed_run_is_relaunched_after_the_backoff(instance, project):
     promote(project, "lr-1")
     run = add_stream_run(instance, "lr-1")
     start(instance, run)
+    before_failure = time.time()
     instance.report_run_failed(instance.get_run_by_id(run.run_id))
+    failed_at = instance.get_run_record_by_id(run.run_id).end_time
+    assert before_failure <= failed_at <= time.time()
 
     first = tick(instance, project)
     assert first.run_requests == []
     state = SupervisorState.from_json(first.cursor)
     assert state.failures == 1
     assert state.last_failed_run_id == run.run_id
-    assert state.next_launch_at > time.time() + 20
+    # The wait runs from the recorded failure, not from whenever the tick happens to run, so
+    # the expected instant is exact: no bound that a slow machine could miss.
+    assert state.next_launch_at == pytest.approx(
+        failed_at + BACKOFF.initial_seconds, abs=CLOCK_RESOLUTION_S
+    )
     assert "relaunching in" in first.skip_message
 
     # The cursor is honoured: the same failure is not counted twice, the wait still holds.
