@@ -10,9 +10,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-
-class OperatorError(RuntimeError):
-    """A problem the operator can fix; its message says what to do."""
+# Defined below every subcommand (fraud_assets.errors); named here because the handlers'
+# errors are caught here.
+from fraud_assets.errors import OperatorError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from fraud_assets.cli import OperatorError
 from fraud_assets.core.paths import ProjectPaths
 from fraud_assets.core.settings import KafkaSettings
+from fraud_assets.errors import OperatorError
 from fraud_assets.kafka.admin import (
     BrokerUnreachableError,
     TopicError,

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from fraud_assets.cli import OperatorError
+from fraud_assets.errors import OperatorError
 from fraud_assets.kafka.cli import produce_command
 from fraud_assets.kafka.io import read_topic
 from fraud_assets.kafka.producer import ReplayError, replay, transaction_message
