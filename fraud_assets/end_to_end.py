@@ -29,6 +29,7 @@ from typing import Any
 import dagster as dg
 from pyspark.sql import SparkSession
 
+from fraud_assets.console import dagster_run_config
 from fraud_assets.core.contracts import AUDITED_TRANSACTIONS_SCHEMA, KPI_SCHEMA
 from fraud_assets.core.kpis import KpiSettings, batch_kpis, committed_events
 from fraud_assets.core.reconcile import (
@@ -40,15 +41,20 @@ from fraud_assets.core.reconcile import (
     reconcile_alerts,
     reconcile_kpis,
 )
+from fraud_assets.core.replay import bulk_replay
 from fraud_assets.core.settings import KafkaSettings, Topics
-from fraud_assets.core.spark import SparkSetupError, require_connector_jars
+from fraud_assets.core.spark import (
+    SparkSetupError,
+    close_cached_kafka_producers,
+    require_connector_jars,
+)
 from fraud_assets.core.tables import read_table
 from fraud_assets.definitions import load_definitions
 from fraud_assets.defs.resources import KafkaResource, ProjectResource, build_resources
 from fraud_assets.kafka.admin import ensure_topics, project_topics
 from fraud_assets.kafka.broker import BrokerSettings, BrokerStartError, EmbeddedKafka, free_port
 from fraud_assets.kafka.io import read_topic
-from fraud_assets.kafka.producer import ReplayResult, replay
+from fraud_assets.kafka.producer import ReplayResult
 from fraud_assets.setup.dataset import DatasetError, check_header, verify_dataset
 
 log = logging.getLogger(__name__)
@@ -89,6 +95,8 @@ class EndToEndOptions:
     producers do not retry a stopped broker (the CLI; tests share one session)."""
     project_overrides: tuple[tuple[str, Any], ...] = ()
     """More ProjectResource fields (e.g. the fraud-rate band of a test subset)."""
+    verbose: bool = False
+    """Dagster's console shows every run event (quiet: warnings and errors only)."""
 
 
 # --- the run's resources ------------------------------------------------------------------
@@ -177,8 +185,10 @@ def preflight(project: ProjectResource) -> None:
 def kafka_broker(options: EndToEndOptions, kafka_dir: Path, jars_dir: Path) -> Iterator[str]:
     """The bootstrap servers to use: the given broker, or an embedded one stopped on exit."""
     if options.bootstrap_servers:
+        log.info("kafka: using the broker at %s", options.bootstrap_servers)
         yield options.bootstrap_servers
         return
+    log.info("kafka: starting an embedded broker")
     settings = BrokerSettings(
         state_dir=kafka_dir, jars_dir=jars_dir, port=options.broker_port or free_port()
     )
@@ -200,12 +210,13 @@ def materialize_batch_stages(
     instance: dg.DagsterInstance,
     timings: dict[str, float],
     tag: str = "fraud_assets/demo",
+    verbose: bool = False,
 ) -> None:
     """Materialize audit -> train -> select (with their checks), one stage at a time."""
     assets = [*definitions.assets, *definitions.asset_checks]
     for stage, keys in BATCH_STAGES:
         with timed(timings, stage):
-            log.info("materializing %s", ", ".join(keys))
+            log.info("%s: materializing %s and their checks", stage, ", ".join(keys))
             dg.materialize(
                 assets,
                 selection=dg.AssetSelection.assets(*keys)
@@ -213,6 +224,7 @@ def materialize_batch_stages(
                 resources=resources,
                 instance=instance,
                 tags={tag: stage},
+                run_config=dagster_run_config(verbose),
             )
 
 
@@ -220,13 +232,19 @@ def materialize_batch_stages(
 
 
 def replay_transactions(
-    project: ProjectResource, kafka: KafkaSettings, progress: bool = True
+    resources: dict[str, Any], project: ProjectResource, kafka: KafkaSettings, progress: bool = True
 ) -> ReplayResult:
-    """Every audited transaction into the ``transactions`` topic, in ``row_index`` order."""
-    return replay(
+    """Every audited transaction into the ``transactions`` topic, in ``row_index`` order.
+
+    Spark's Kafka writer sends them (:func:`fraud_assets.core.replay.bulk_replay`, the
+    producer's messages at ~10x its rate); a paced replay is
+    :func:`fraud_assets.kafka.producer.replay`.
+    """
+    log.info("replay: the audited transactions into %s", kafka.topics.transactions)
+    return bulk_replay(
+        resources["spark"].session(),
         project.table("audited_transactions"),
-        kafka.bootstrap_servers,
-        kafka.topics.transactions,
+        kafka,
         progress=progress,
     )
 
@@ -235,11 +253,18 @@ def replay_transactions(
 
 
 def run_stream_bounded(
-    definitions: dg.Definitions, resources: dict[str, Any], instance: dg.DagsterInstance
+    definitions: dg.Definitions,
+    resources: dict[str, Any],
+    instance: dg.DagsterInstance,
+    verbose: bool = False,
 ) -> None:
     """The ``scoring_stream`` job in this process, until every available message is scored."""
+    log.info("stream: the scoring_stream job, bounded (until the backlog is scored)")
     definitions.get_job_def("scoring_stream").execute_in_process(
-        run_config={"ops": {"run_scoring_stream": {"config": {"bounded": True}}}},
+        run_config={
+            "ops": {"run_scoring_stream": {"config": {"bounded": True}}},
+            **dagster_run_config(verbose),
+        },
         resources=resources,
         instance=instance,
     )
@@ -252,6 +277,7 @@ def reconcile_run(
     resources: dict[str, Any], project: ProjectResource, kafka: KafkaSettings
 ) -> dict[str, Any]:
     """Read both sinks back and compare them with batch scoring of the same rows."""
+    log.info("reconcile: both alert sinks and the KPI table against batch scoring")
     session = resources["spark"].session()
     registry = project.registry
     promotion = registry.require_promoted()
@@ -292,6 +318,12 @@ def reconcile_run(
 # --- every step once ------------------------------------------------------------------------
 
 
+def _close_spark_kafka_producers() -> None:
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        close_cached_kafka_producers(session)
+
+
 def _stop_active_spark() -> None:
     session = SparkSession.getActiveSession()
     if session is not None:
@@ -315,22 +347,26 @@ def run_end_to_end(options: EndToEndOptions, instance: dg.DagsterInstance) -> di
             )
         if options.stop_spark_at_end:
             cleanup.callback(_stop_active_spark)
+        # Runs before the broker stops (the callbacks run last in, first out).
+        cleanup.callback(_close_spark_kafka_producers)
         kafka = kafka_resource(bootstrap_servers, options.topics)
         kafka_settings: KafkaSettings = kafka.settings
         create_topics(kafka_settings)
         resources = {**resources, "project": project, "kafka": kafka}
-        materialize_batch_stages(definitions, resources, instance, timings)
+        materialize_batch_stages(definitions, resources, instance, timings, verbose=options.verbose)
 
-        with timed(timings, "produce"):
-            replayed = replay_transactions(project, kafka_settings, progress=options.progress)
+        with timed(timings, "replay"):
+            replayed = replay_transactions(
+                resources, project, kafka_settings, progress=options.progress
+            )
 
         with timed(timings, "stream"):
-            run_stream_bounded(definitions, resources, instance)
+            run_stream_bounded(definitions, resources, instance, verbose=options.verbose)
 
         with timed(timings, "reconcile"):
             summary = reconcile_run(resources, project, kafka_settings)
         summary["transactions_produced"] = replayed.sent
-        summary["producer_rate_tps"] = round(replayed.rate_tps)
+        summary["replay_rate_tps"] = round(replayed.rate_tps)
 
     summary["stage_seconds"] = timings
     summary["wall_seconds"] = round(time.monotonic() - started, 2)

@@ -217,9 +217,20 @@ class CountedRows:
         return self._source.agg(*self._aggregates).first().asDict()
 
 
-def write_kafka(df: DataFrame, kafka: KafkaSettings, topic: str) -> None:
-    """Produce ``key``/``value`` rows to ``topic`` (Kafka's batch writer, at-least-once)."""
-    df.write.format("kafka").options(**kafka.spark_options()).option("topic", topic).save()
+def write_kafka(
+    df: DataFrame, kafka: KafkaSettings, topic: str, producer_options: dict[str, str] | None = None
+) -> None:
+    """Produce ``key``/``value`` rows to ``topic`` (Kafka's batch writer, at-least-once).
+
+    ``producer_options`` are more ``kafka.``-prefixed settings of Spark's Kafka producer.
+    """
+    (
+        df.write.format("kafka")
+        .options(**kafka.spark_options())
+        .options(**(producer_options or {}))
+        .option("topic", topic)
+        .save()
+    )
 
 
 @dataclass(frozen=True)
