@@ -6,13 +6,13 @@ a stack trace, and exit non-zero.
 """
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
-
-class OperatorError(RuntimeError):
-    """A problem the operator can fix; its message says what to do."""
+# Defined below every subcommand (fraud_assets.errors); named here because the handlers'
+# errors are caught here.
+from fraud_assets.console import configure_logging
+from fraud_assets.errors import OperatorError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=".",
         help="fraud_assets home: holds data/ and var/ (default: the current directory)",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug logging, and every library log line and Dagster event that is quiet otherwise",
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # In the order of the flow: set up, Kafka, train, operate models, stream, then tooling.
     register_setup(subparsers)
@@ -55,12 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one sub-command and return its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # kafka-python logs every connection at INFO.
-    logging.getLogger("kafka").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    # Our lines, quiet libraries; --verbose shows everything (fraud_assets.console).
+    configure_logging(args.verbose)
     try:
         return int(args.handler(args) or 0)
     except OperatorError as error:

@@ -73,7 +73,19 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedK
         )
         yield broker
     finally:
+        _close_spark_kafka_producers()
         broker.stop()
+
+
+def _close_spark_kafka_producers() -> None:
+    """Spark's cached Kafka producers would warn every second once the broker is gone."""
+    from pyspark.sql import SparkSession
+
+    from fraud_assets.core.spark import close_cached_kafka_producers
+
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        close_cached_kafka_producers(session)
 
 
 @pytest.fixture

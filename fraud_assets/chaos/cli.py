@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from fraud_assets.cli import OperatorError
+from fraud_assets.errors import OperatorError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,9 +44,7 @@ def run_chaos_command(args: argparse.Namespace) -> int:
 
     from fraud_assets.chaos.harness import ChaosOptions, run_chaos
     from fraud_assets.core.registry import write_json_atomic
-    from fraud_assets.core.spark import SparkSetupError
-    from fraud_assets.kafka.broker import BrokerStartError
-    from fraud_assets.setup.dataset import DatasetError
+    from fraud_assets.end_to_end import SETUP_ERRORS
 
     # `kill PID` must clean up like Ctrl-C: the harness stops what it started in `finally`.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
@@ -65,7 +63,7 @@ def run_chaos_command(args: argparse.Namespace) -> int:
     )
     try:
         report = run_chaos(options)
-    except (DatasetError, SparkSetupError, BrokerStartError) as error:
+    except SETUP_ERRORS as error:
         raise OperatorError(str(error)) from error
     write_json_atomic(chaos_dir / "report.json", report)
     print(json.dumps(report, indent=2, sort_keys=True))

@@ -2,8 +2,8 @@
 
 One run (its own state folder, its own broker):
 
-1. start an embedded broker and materialize audit -> train -> select in Dagster (the demo's
-   stages);
+1. start an embedded broker and materialize audit -> train -> select in Dagster (the batch
+   stages of :mod:`fraud_assets.end_to_end`);
 2. start ``fraud-assets stream`` (unbounded) as a subprocess and replay the audited
    transactions into Kafka in two halves; during each half, ``kill -9`` the stream at random
    moments (seeded) and restart it on the same checkpoints;
@@ -12,7 +12,8 @@ One run (its own state folder, its own broker):
    restarted (every restart is counted);
 4. once the replay is done and the stream has caught up, stop it with SIGTERM, run it once
    more bounded (it closes the KPI windows the final watermark allows), and reconcile both
-   alert sinks and the KPI table against batch scoring (:func:`fraud_assets.demo.reconcile_run`).
+   alert sinks and the KPI table against batch scoring
+   (:func:`fraud_assets.end_to_end.reconcile_run`).
 
 Every process the harness starts is stopped by its PID on the way out, also on Ctrl-C.
 """
@@ -36,18 +37,20 @@ import dagster as dg
 
 from fraud_assets.core.registry import write_json_atomic
 from fraud_assets.core.settings import Topics
+from fraud_assets.definitions import load_definitions
 from fraud_assets.defs.resources import ProjectResource, SparkResource, build_resources
-from fraud_assets.demo import (
+from fraud_assets.end_to_end import (
     EndToEndOptions,
+    create_topics,
     kafka_resource,
-    load_definitions,
     materialize_batch_stages,
     preflight,
     project_resource,
     reconcile_run,
+    subset_of_real_data,
     timed,
 )
-from fraud_assets.kafka.admin import ensure_topics, project_topics, wait_for_broker
+from fraud_assets.kafka.admin import wait_for_broker
 from fraud_assets.kafka.broker import (
     BrokerSettings,
     EmbeddedKafka,
@@ -58,7 +61,6 @@ from fraud_assets.kafka.broker import (
 )
 from fraud_assets.kafka.io import read_topic, total_messages
 from fraud_assets.kafka.producer import replay
-from fraud_assets.setup.dataset import check_header
 
 log = logging.getLogger(__name__)
 
@@ -246,24 +248,6 @@ def planned_and_committed(checkpoint_dir: Path) -> tuple[int, int]:
 
 
 # --- data ---------------------------------------------------------------------------------
-
-
-def write_subset(source: Path, target: Path, first_rows: int) -> int:
-    """Copy the header, the first ``first_rows`` data rows and every fraud row of the CSV.
-
-    Keeping every fraud gives a subset enough positives to train and to alert on.
-    Returns the number of data rows written.
-    """
-    check_header(source)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    kept = 0
-    with source.open() as reader, target.open("w") as writer:
-        writer.write(reader.readline())
-        for index, line in enumerate(reader):
-            if index < first_rows or line.rstrip().endswith('"1"'):
-                writer.write(line)
-                kept += 1
-    return kept
 
 
 def split_ids(audited_parquet: Path) -> tuple[set[str], set[str]]:
@@ -463,23 +447,10 @@ def run_chaos(options: ChaosOptions) -> dict[str, Any]:
     started = time.monotonic()
     state_dir = options.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
-    dataset_csv = None
-    overrides: tuple[tuple[str, Any], ...] = ()
-    if options.rows is not None:
-        source = ProjectResource(home=str(options.home)).paths.dataset_csv
-        dataset_csv = state_dir / "subset.csv"
-        write_subset(source, dataset_csv, options.rows)
-        # Every fraud of the dataset in a subset: far above the production fraud-rate band.
-        overrides = (("fraud_rate_max", 0.5),)
-    project = project_resource(
-        EndToEndOptions(
-            home=options.home,
-            state_dir=state_dir,
-            dataset_csv=dataset_csv,
-            dataset_sha256=None if dataset_csv is None else "",
-            project_overrides=overrides,
-        )
+    subset = (
+        {} if options.rows is None else subset_of_real_data(options.home, state_dir, options.rows)
     )
+    project = project_resource(EndToEndOptions(home=options.home, state_dir=state_dir, **subset))
     preflight(project)
     paths = project.paths
     stream_paths = project.stream_paths
@@ -491,7 +462,7 @@ def run_chaos(options: ChaosOptions) -> dict[str, Any]:
             broker = run.start_broker(paths.kafka_dir, paths.kafka_jars_dir)
         kafka = kafka_resource(broker.bootstrap_servers, options.topics)
         kafka_settings = kafka.settings
-        ensure_topics(broker.bootstrap_servers, project_topics(kafka_settings))
+        create_topics(kafka_settings)
         resources = {
             **build_resources(),
             "project": project,

@@ -45,13 +45,23 @@ def clear_staging(table_dir: Path) -> None:
         shutil.rmtree(staging)
 
 
-def write_kafka(df: DataFrame, kafka: KafkaSettings, topic: str | None = None) -> None:
+def write_kafka(
+    df: DataFrame,
+    kafka: KafkaSettings,
+    topic: str | None = None,
+    producer_options: dict[str, str] | None = None,
+) -> None:
     """Produce ``key``/``value`` rows to ``topic`` (Kafka's batch writer, at-least-once).
 
     Without ``topic``, each row names its own in a ``topic`` column: one Spark job produces
-    to several topics.
+    to several topics. ``producer_options`` are more ``kafka.``-prefixed settings of Spark's
+    Kafka producer.
     """
-    writer = df.write.format("kafka").options(**kafka.spark_options())
+    writer = (
+        df.write.format("kafka")
+        .options(**kafka.spark_options())
+        .options(**(producer_options or {}))
+    )
     if topic is not None:
         writer = writer.option("topic", topic)
     writer.save()

@@ -8,6 +8,9 @@ from pyspark.sql import SparkSession
 
 from fraud_assets.core.settings import SparkSettings
 
+LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
+"""The driver JVM's log configuration (a file of this package)."""
+
 
 class SparkSetupError(RuntimeError):
     """Spark cannot be configured as asked (for example the connector jars are missing)."""
@@ -64,8 +67,12 @@ def spark_conf(settings: SparkSettings) -> dict[str, str]:
         # micro-batch. The plans here have no joins for inferred filters to help.
         "spark.sql.constraintPropagation.enabled": "false",
         # query.stop() during a Python foreachBatch can overflow the default thread stack
-        # inside Spark's interruption check; 32 MiB made every stop clean.
-        "spark.driver.extraJavaOptions": "-Xss32m",
+        # inside Spark's interruption check; 32 MiB made every stop clean. The log
+        # configuration is Spark's default at WARN, without its start-up banner.
+        "spark.driver.extraJavaOptions": f"-Xss32m -Dlog4j2.configurationFile={LOG4J_CONFIG}",
+        # Plans name 30+ feature columns: print them whole rather than warn that the text
+        # of a plan was truncated (only logs and explain() use it).
+        "spark.sql.debug.maxToStringFields": "200",
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
@@ -123,3 +130,21 @@ def get_spark(settings: SparkSettings) -> SparkSession:
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def close_cached_kafka_producers(session: SparkSession) -> bool:
+    """Close the Kafka producers Spark keeps for its Kafka sinks; whether it could.
+
+    Spark caches one producer per configuration for the life of the JVM (closed only after
+    10 idle minutes), and stopping the session does not close them: once their broker is
+    gone, each warns every second that it cannot connect. Call this before stopping a broker
+    this process wrote to with Spark. Spark offers no public API for it: this calls
+    ``InternalKafkaProducerPool.reset()`` (Spark 3.1-4.x) and returns False if it is absent.
+    """
+    try:
+        producer_package = session.sparkContext._jvm.org.apache.spark.sql.kafka010.producer
+        pool = getattr(getattr(producer_package, "InternalKafkaProducerPool$"), "MODULE$")
+        pool.reset()
+    except Exception:  # another Spark version, or no connector: nothing to close
+        return False
+    return True

@@ -417,7 +417,12 @@ class EmbeddedKafka:
             if isinstance(error, BrokerStartError):
                 raise
             raise BrokerStartError(f"broker start interrupted: {error!r}") from error
-        log.info("Kafka broker ready at %s (pid %s)", self.bootstrap_servers, self.pid())
+        log.info(
+            "Kafka broker ready at %s (pid %s, log in %s)",
+            self.bootstrap_servers,
+            self.pid(),
+            self.settings.logs_dir / "server.log",
+        )
 
     def kill(self) -> bool:
         """Kill this folder's broker with SIGKILL, as a crash would (no clean shutdown).
@@ -601,7 +606,7 @@ class EmbeddedKafka:
                 str(settings.server_properties),
             ]
         )
-        log.info("Formatted Kafka storage in %s (cluster id %s)", settings.data_dir, cluster_id)
+        log.debug("Formatted Kafka storage in %s (cluster id %s)", settings.data_dir, cluster_id)
 
     def _run_tool(self, command: list[str]) -> str:
         result = subprocess.run(
@@ -645,7 +650,7 @@ class EmbeddedKafka:
         finally:
             console.close()
         settings.pid_file.write_text(f"{self._process.pid}\n", encoding="utf-8")
-        log.info(
+        log.debug(
             "Started Kafka broker JVM (pid %s), log in %s",
             self._process.pid,
             settings.logs_dir / "server.log",

@@ -8,16 +8,15 @@ command; ``stop`` ends it); ``--foreground`` keeps it attached until Ctrl-C or S
 
 import argparse
 import json
-import logging
 import os
 import signal
 import sys
 from pathlib import Path
 from types import FrameType
 
-from fraud_assets.cli import OperatorError
 from fraud_assets.core.paths import ProjectPaths
 from fraud_assets.core.settings import KafkaSettings
+from fraud_assets.errors import OperatorError
 from fraud_assets.kafka.admin import (
     BrokerUnreachableError,
     TopicError,
@@ -25,6 +24,7 @@ from fraud_assets.kafka.admin import (
     project_topics,
 )
 from fraud_assets.kafka.broker import BrokerSettings, BrokerStartError, EmbeddedKafka
+from fraud_assets.kafka.producer import ReplayResult
 
 EXIT_NOT_RUNNING = 3
 BOOTSTRAP_SERVERS_ENV = "FRAUD_KAFKA_BOOTSTRAP_SERVERS"
@@ -79,15 +79,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--rate", type=float, default=0.0, help="transactions per second (default: 0 = max)"
     )
     produce.add_argument("--no-progress", action="store_true", help="no progress bar")
+    produce.add_argument(
+        "--method",
+        choices=("kafka-python", "spark"),
+        default="kafka-python",
+        help="kafka-python: paced or not, any --limit (default); spark: Spark's Kafka writer, "
+        "the whole table as fast as the broker takes it (what `make demo` uses)",
+    )
     produce.set_defaults(handler=produce_command)
-
-
-def _quiet_client_logs(args: argparse.Namespace) -> None:
-    # kafka-python logs every connection at INFO, and warns about its own event loop being
-    # slow under load: noise for an operator, unless debugging.
-    if not getattr(args, "verbose", False):
-        logging.getLogger("kafka").setLevel(logging.WARNING)
-        logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
 
 
 def broker_for_home(
@@ -121,7 +120,6 @@ def _ensure_project_topics(bootstrap_servers: str) -> list[str]:
 
 def start_command(args: argparse.Namespace) -> int:
     """Start the broker (detached unless ``--foreground``) and create the project topics."""
-    _quiet_client_logs(args)
     broker = broker_for_home(
         args.home,
         port=args.port,
@@ -194,7 +192,6 @@ def stop_command(args: argparse.Namespace) -> int:
 
 def status_command(args: argparse.Namespace) -> int:
     """Print the status JSON; exit 0 if the broker runs, 3 if not."""
-    _quiet_client_logs(args)
     status = broker_for_home(args.home).status()
     print(json.dumps(status, indent=2))
     return 0 if status["running"] else EXIT_NOT_RUNNING
@@ -213,11 +210,40 @@ def resolve_bootstrap_servers(args: argparse.Namespace) -> str:
     return KafkaSettings().bootstrap_servers
 
 
+def _bulk_replay(
+    home: str, table: Path, bootstrap_servers: str, topic: str, progress: bool
+) -> ReplayResult:
+    """The table through Spark's Kafka writer, in a Spark session of this process."""
+    from fraud_assets.core.replay import bulk_replay
+    from fraud_assets.core.settings import SparkSettings
+    from fraud_assets.core.spark import (
+        close_cached_kafka_producers,
+        get_spark,
+        require_connector_jars,
+    )
+
+    jars_dir = ProjectPaths.at(home).spark_jars_dir
+    require_connector_jars(jars_dir)
+    session = get_spark(SparkSettings(connector_jars_dir=jars_dir))
+    try:
+        return bulk_replay(
+            session,
+            table,
+            KafkaSettings(bootstrap_servers=bootstrap_servers),
+            topic,
+            progress=progress,
+        )
+    finally:
+        # Spark's cached Kafka producers would retry a broker stopped after this command.
+        close_cached_kafka_producers(session)
+        session.stop()
+
+
 def produce_command(args: argparse.Namespace) -> int:
     """Replay ``<home>/var/tables/audited_transactions`` into the transactions topic."""
+    from fraud_assets.core.spark import SparkSetupError
     from fraud_assets.kafka.producer import ReplayError, replay
 
-    _quiet_client_logs(args)
     table = ProjectPaths.at(args.home).tables_dir / AUDITED_TABLE_NAME
     if not table.exists():
         raise OperatorError(
@@ -226,16 +252,21 @@ def produce_command(args: argparse.Namespace) -> int:
         )
     bootstrap_servers = resolve_bootstrap_servers(args)
     topic = args.topic or KafkaSettings().topics.transactions
+    if args.method == "spark" and (args.rate or args.limit is not None):
+        raise OperatorError("--method spark sends the whole table unpaced: no --rate, no --limit")
     try:
-        result = replay(
-            table,
-            bootstrap_servers,
-            topic,
-            limit=args.limit,
-            rate=args.rate,
-            progress=not args.no_progress,
-        )
-    except (BrokerUnreachableError, ReplayError) as error:
+        if args.method == "spark":
+            result = _bulk_replay(args.home, table, bootstrap_servers, topic, not args.no_progress)
+        else:
+            result = replay(
+                table,
+                bootstrap_servers,
+                topic,
+                limit=args.limit,
+                rate=args.rate,
+                progress=not args.no_progress,
+            )
+    except (BrokerUnreachableError, ReplayError, SparkSetupError) as error:
         raise OperatorError(str(error)) from error
     print(
         f"Sent {result.sent} transactions to {topic} at {bootstrap_servers} in "

@@ -34,12 +34,12 @@ MESSAGE_FIELDS: tuple[str, ...] = (
 )
 """Fields of a ``transactions`` message, in the order they are written."""
 
-_NUMBER_FIELDS: tuple[str, ...] = ("Time", *PCA_COLUMNS, "Amount")
+NUMBER_FIELDS: tuple[str, ...] = ("Time", *PCA_COLUMNS, "Amount")
 _AUDITED_COLUMNS: tuple[str, ...] = (
     "row_index",
     "transaction_id",
     "event_time",
-    *_NUMBER_FIELDS,
+    *NUMBER_FIELDS,
     "Class",
 )
 
@@ -106,7 +106,7 @@ def transaction_message(row: Mapping[str, Any]) -> dict[str, Any]:
         "transaction_id": str(transaction_id),
         "event_time": format_event_time(event_time),
     }
-    for name in _NUMBER_FIELDS:
+    for name in NUMBER_FIELDS:
         message[name] = _number(name, row.get(name))
     label = row.get("Class")
     if label is not None and not (isinstance(label, float) and math.isnan(label)):

@@ -22,13 +22,13 @@ from typing import Any
 
 import pyspark
 
-from fraud_assets.cli import OperatorError
 from fraud_assets.core import audit, train
 from fraud_assets.core.paths import ProjectPaths
 from fraud_assets.core.registry import write_json_atomic
 from fraud_assets.core.selection import POLICIES, PolicySettings
 from fraud_assets.core.settings import SparkSettings
 from fraud_assets.core.spark import get_spark
+from fraud_assets.errors import OperatorError
 from fraud_assets.setup.dataset import DATASET_SHA256, DatasetError, sha256_of, verify_dataset
 
 log = logging.getLogger(__name__)

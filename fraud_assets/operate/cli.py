@@ -10,9 +10,9 @@ import argparse
 import getpass
 import json
 
-from fraud_assets.cli import OperatorError
 from fraud_assets.core.paths import ProjectPaths
 from fraud_assets.core.registry import ModelRegistry, ModelRegistryError
+from fraud_assets.errors import OperatorError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

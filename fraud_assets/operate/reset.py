@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fraud_assets.core.paths import ProjectPaths, StreamPaths
+from fraud_assets.errors import OperatorError
 
 RECENT_WRITE_S = 120.0
 """A checkpoint written this recently probably belongs to a stream that still runs."""
@@ -94,8 +95,6 @@ def apply_reset(plan: ResetPlan) -> None:
 
 def reset_command(args: argparse.Namespace) -> int:
     """CLI handler: show the plan; with ``--yes``, move the state aside."""
-    from fraud_assets.cli import OperatorError
-
     paths = ProjectPaths.at(args.home, args.state_dir or None)
     plan = plan_reset(paths, everything=args.everything, now=datetime.now(UTC))
     if not plan.moves:

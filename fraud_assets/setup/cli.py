@@ -3,8 +3,8 @@
 import argparse
 import platform
 
-from fraud_assets.cli import OperatorError
 from fraud_assets.core.paths import ProjectPaths
+from fraud_assets.errors import OperatorError
 from fraud_assets.setup.dataset import (
     DATASET_PACKAGE,
     DATASET_PACKAGE_VERSION,

@@ -21,12 +21,12 @@ from typing import Any
 
 import dagster as dg
 
-from fraud_assets.cli import OperatorError
 from fraud_assets.core.queries import CheckpointMismatchError
 from fraud_assets.core.realtime import RealtimeSetupError
 from fraud_assets.core.registry import ModelRegistryError
 from fraud_assets.core.spark import SparkSetupError
 from fraud_assets.core.stream_run import REALTIME, DeliveryModeError
+from fraud_assets.errors import OperatorError
 from fraud_assets.kafka.admin import BrokerUnreachableError
 
 JOB_NAME = "scoring_stream"
@@ -129,8 +129,8 @@ def _instance(use_dagster_home: bool) -> dg.DagsterInstance:
 
 def run_stream(args: argparse.Namespace) -> int:
     """CLI handler: execute ``scoring_stream`` in-process; map operator errors to exit 2."""
+    from fraud_assets.definitions import load_definitions
     from fraud_assets.defs.resources import build_resources
-    from fraud_assets.demo import load_definitions
 
     # --home is the default of FRAUD_HOME; resources read the environment, nothing else does.
     os.environ.setdefault("FRAUD_HOME", str(Path(args.home).resolve()))

@@ -27,8 +27,9 @@ from fraud_assets.core.reconcile import (
 from fraud_assets.core.registry import new_version
 from fraud_assets.core.settings import Topics
 from fraud_assets.core.tables import read_table
+from fraud_assets.definitions import load_definitions
 from fraud_assets.defs.resources import KafkaResource, ProjectResource, build_resources
-from fraud_assets.demo import STAGES, load_definitions
+from fraud_assets.end_to_end import BATCH_STAGES
 from fraud_assets.kafka.admin import TopicSpec, ensure_topics, project_topics
 from fraud_assets.kafka.io import read_topic
 from fraud_assets.kafka.producer import replay
@@ -101,7 +102,7 @@ def prepare_run(
     ensure_topics(bootstrap_servers, specs)
     resources = {**build_resources(), "project": project, "kafka": kafka}
     # The real audit (Dagster assets and their checks) makes the transactions table.
-    audit_keys = dict(STAGES)["audit"]
+    audit_keys = dict(BATCH_STAGES)["audit"]
     definitions = load_definitions()
     dg.materialize(
         [*definitions.assets, *definitions.asset_checks],

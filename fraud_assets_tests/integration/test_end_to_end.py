@@ -7,7 +7,7 @@ import dagster as dg
 import pytest
 
 from fraud_assets.core.settings import Topics
-from fraud_assets.demo import EndToEndOptions, run_end_to_end
+from fraud_assets.end_to_end import EndToEndOptions, run_end_to_end
 from fraud_assets.kafka.io import read_topic
 from fraud_assets_tests.conftest import REPO_ROOT
 from fraud_assets_tests.real_data import distinct_transactions, write_real_subset

@@ -11,7 +11,7 @@ import time
 import dagster as dg
 import pytest
 
-from fraud_assets.demo import load_definitions
+from fraud_assets.definitions import load_definitions
 from fraud_assets.kafka.admin import admin_client
 from fraud_assets.kafka.broker import FAST_START_JVM_OPTIONS
 from fraud_assets.kafka.cluster import ClusterSettings, KafkaCluster

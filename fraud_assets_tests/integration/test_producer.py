@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from fraud_assets.cli import OperatorError
+from fraud_assets.errors import OperatorError
 from fraud_assets.kafka.admin import ADMIN_TIMEOUT_S, REACHABILITY_TIMEOUT_S
 from fraud_assets.kafka.cli import produce_command
 from fraud_assets.kafka.io import read_topic
@@ -89,6 +89,7 @@ def produce_args(home, **overrides) -> argparse.Namespace:
         "limit": None,
         "rate": 0.0,
         "no_progress": True,
+        "method": "kafka-python",
     }
     values.update(overrides)
     return argparse.Namespace(**values)
@@ -107,6 +108,14 @@ def test_produce_command_replays_the_home_table(kafka_broker, unique_topics, tmp
     assert "Sent 5 transactions" in capsys.readouterr().out
     keys = sorted(r.key.decode() for r in read_topic(kafka_broker.bootstrap_servers, topic))
     assert keys == [f"tx-{i:06d}" for i in range(5)]
+
+
+@pytest.mark.parametrize("paced", [{"rate": 50.0}, {"limit": 5}])
+def test_produce_with_spark_sends_the_whole_table_unpaced(tmp_path, paced):
+    home = tmp_path / "home"
+    write_audited_table(home / "var" / "tables" / "audited_transactions", audited_rows(3))
+    with pytest.raises(OperatorError, match="--method spark sends the whole table unpaced"):
+        produce_command(produce_args(home, method="spark", **paced))
 
 
 def test_produce_command_without_an_audit_says_what_to_run(tmp_path):

@@ -21,10 +21,11 @@ from fraud_assets.core.contracts import AUDITED_TRANSACTIONS_SCHEMA
 from fraud_assets.core.reconcile import expected_alert_ids, parquet_alert_ids
 from fraud_assets.core.registry import Promotion
 from fraud_assets.core.tables import read_table
+from fraud_assets.definitions import load_definitions
 from fraud_assets.defs.resources import KafkaResource, ProjectResource, build_resources
 from fraud_assets.defs.stream import scoring_stream
 from fraud_assets.defs.supervise import MODEL_VERSION_TAG
-from fraud_assets.demo import STAGES, load_definitions
+from fraud_assets.end_to_end import BATCH_STAGES
 from fraud_assets.kafka.producer import replay
 from fraud_assets_tests.dagster_dev import (
     REPO_ROOT,
@@ -64,7 +65,7 @@ def materialize_batch_assets(project: ProjectResource, bootstrap_servers: str) -
         "kafka": KafkaResource(bootstrap_servers=bootstrap_servers),
     }
     instance = dg.DagsterInstance.ephemeral()
-    for stage, keys in STAGES:
+    for stage, keys in BATCH_STAGES:
         result = dg.materialize(
             assets,
             selection=dg.AssetSelection.assets(*keys) | dg.AssetSelection.checks_for_assets(*keys),

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from fraud_assets.cli import OperatorError
 from fraud_assets.core.paths import ProjectPaths, StreamPaths
+from fraud_assets.errors import OperatorError
 from fraud_assets.operate.reset import apply_reset, plan_reset, register, stream_state
 
 NOW = datetime(2026, 11, 25, 10, 15, 0, tzinfo=UTC)
