@@ -12,14 +12,21 @@ writer commits each micro-batch idempotently, in as few Spark jobs as the output
 1. **one pass over Kafka**: every message of the batch, scored or rejected, is written once
    to the ledger table (``<ledger_table>/batch_id=N``, through a staging folder and an atomic
    rename; a replayed batch finds the folder and skips the write). Nothing is cached: the
-   counts (scored, alerts, rejected) are observed while it is written;
-2. every other output is derived from that committed ledger partition, so a replay derives
-   byte-identical outputs: the alerts (``<alerts_table>/batch_id=N``) and rejected messages
-   (``<quarantine_table>/batch_id=N``) are committed the same way, only when the batch has
-   any; one Kafka job produces the alerts to ``fraud_alerts``, the dead letters to
-   ``transactions_dlq`` and the batch's KPI partials (:func:`fraud_assets.core.kpis.kpi_partials`)
-   to the KPI query's input topic (at-least-once, keyed, so consumers de-duplicate);
-3. a small JSON batch log records the counts and each step's wall time.
+   counts (scored, alerts, rejected) are observed while it is written. The committed ledger
+   partition is the batch's record of truth;
+2. **delivery**: every other output is derived from that committed partition, so a replay
+   derives byte-identical outputs: the alerts (``<alerts_table>/batch_id=N``) and rejected
+   messages (``<quarantine_table>/batch_id=N``) are committed the same way, only when the
+   batch has any; one Kafka job produces the alerts to ``fraud_alerts``, the dead letters to
+   ``transactions_dlq`` and the batch's KPI partials
+   (:func:`fraud_assets.core.kpis.kpi_partial_records`) to the KPI query's input topic
+   (at-least-once, keyed, so consumers de-duplicate). These steps run at the same time, and
+   the whole delivery of batch ``N`` runs in the background while batch ``N+1`` is read and
+   scored (at most one batch in delivery);
+3. a batch is delivered once its JSON batch log (counts, each step's wall time) is written.
+   A ledger partition without one (a crash between 1 and 3, even after Spark committed the
+   batch's offsets) is delivered again, from the ledger, before the next new batch
+   (:meth:`ScoringBatchWriter.recover`).
 
 In real-time delivery (:mod:`fraud_assets.core.realtime`) the writer does everything but
 produce the alerts to Kafka: the real-time query does that in milliseconds.
@@ -216,6 +223,10 @@ class ScoringBatchWriter:
             real-time query produces them).
         stream_id: The id the KPI partials carry; None reads the scoring query's own id from
             its checkpoint (stable across restarts) at the first batch.
+        pipelined: Deliver a committed batch (everything but the ledger) in the background
+            while the next one is scored; False delivers it before returning (tests that
+            call the writer directly, and a run that must end with everything delivered
+            calls :meth:`wait_for_delivery`).
     """
 
     def __init__(
@@ -230,6 +241,7 @@ class ScoringBatchWriter:
         registry: ModelRegistry | None = None,
         delivers_alerts: bool = True,
         stream_id: str | None = None,
+        pipelined: bool = True,
     ):
         self.spark = spark
         self.kafka = kafka
@@ -240,6 +252,10 @@ class ScoringBatchWriter:
         self.on_batch = on_batch
         self.delivers_alerts = delivers_alerts
         self._stream_id = stream_id
+        self.pipelined = pipelined
+        self._delivery: threading.Thread | None = None
+        self._delivery_error: BaseException | None = None
+        self._recovered = False
         self.totals = StreamTotals()
         self._lock = threading.Lock()
         self._scorers: OrderedDict[str, _Scorer] = OrderedDict()
@@ -329,6 +345,8 @@ class ScoringBatchWriter:
 
     def __call__(self, parsed: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
+        if not self._recovered:
+            self.recover()
         promotion, _ = self.promotion_for(batch_id)
         if (promotion.version, promotion.threshold) != (
             self.promotion.version,
@@ -344,7 +362,6 @@ class ScoringBatchWriter:
             )
         self.promotion = promotion
         scorer = self._scorer(promotion.version)
-        laps = Laps()
         # The one pass over the batch: read Kafka, parse, score, write every row once, and
         # count what was written on the way.
         observation = Observation()
@@ -352,18 +369,92 @@ class ScoringBatchWriter:
             parsed, scorer.model, scorer.projection(promotion.threshold, promotion.version)
         ).observe(observation, *ledger_counts())
         _, replayed = commit_batch_partition(ledger, self.paths.ledger_table, batch_id)
+        counts = None if replayed else dict(observation.get)
+        batch = _CommittedBatch(batch_id, promotion, counts, replayed, started)
+        batch.stage_ms["ledger"] = int((time.monotonic() - started) * 1000)
+        # At most one batch is being delivered while the next one is scored.
+        self.wait_for_delivery()
+        if self.pipelined:
+            self._delivery = threading.Thread(
+                target=self._deliver_in_background, args=(batch,), name=f"deliver-{batch_id}"
+            )
+            self._delivery.start()
+        else:
+            self._deliver(batch)
+
+    # -- delivering a committed batch -------------------------------------------------------
+
+    def wait_for_delivery(self) -> None:
+        """Wait until the batch being delivered is; raise what its delivery raised."""
+        if self._delivery is not None:
+            self._delivery.join()
+            self._delivery = None
+        error, self._delivery_error = self._delivery_error, None
+        if error is not None:
+            raise RuntimeError(f"delivering a committed micro-batch failed: {error}") from error
+
+    @property
+    def delivery_error(self) -> BaseException | None:
+        """What the background delivery raised, if it failed (None while all is well)."""
+        return self._delivery_error
+
+    def recover(self) -> None:
+        """Deliver every committed ledger partition whose delivery never finished.
+
+        A batch is delivered once its batch log exists. A crash after the ledger commit and
+        before that (Spark may have committed the batch's offsets meanwhile) leaves a ledger
+        partition without a log: its outputs are derived again from it here, before the
+        first new batch (at-least-once to Kafka, exactly once to Parquet).
+        """
+        self._recovered = True
+        for batch_id in self.undelivered():
+            recorded = self.paths.batch_models_dir / f"batch-{batch_id:012d}.json"
+            promotion = Promotion.from_dict(json.loads(recorded.read_text()))
+            log.warning("batch %d was committed but not delivered: delivering it now", batch_id)
+            self._deliver(_CommittedBatch(batch_id, promotion, None, True, time.monotonic()))
+
+    def undelivered(self) -> list[int]:
+        """Committed ledger partitions without a batch log, oldest first."""
+        table = self.paths.ledger_table
+        if not table.is_dir():
+            return []
+        ids = sorted(
+            int(p.name.split("=", 1)[1])
+            for p in table.iterdir()
+            if p.name.startswith("batch_id=") and p.name.split("=", 1)[1].isdigit()
+        )
+        logs = self.paths.batch_log_dir
+        return [b for b in ids if not (logs / f"batch-{b:012d}.json").is_file()]
+
+    def _deliver_in_background(self, batch: "_CommittedBatch") -> None:
+        # Its jobs carry the scoring query's ids, so Spark's event log attributes them to it.
+        context = self.spark.sparkContext
+        context.setLocalProperty("sql.streaming.queryId", self._query_id_for_profile())
+        context.setLocalProperty("streaming.sql.batchId", str(batch.batch_id))
+        try:
+            self._deliver(batch)
+        except BaseException as error:  # raised in the query's thread by wait_for_delivery
+            log.error("delivering batch %d failed: %s", batch.batch_id, error)
+            self._delivery_error = error
+
+    def _query_id_for_profile(self) -> str:
+        try:
+            return self.stream_id
+        except RuntimeError:
+            return ""
+
+    def _deliver(self, batch: "_CommittedBatch") -> None:
+        """Everything but the ledger, derived from the committed ledger partition."""
+        batch_id = batch.batch_id
         committed = read_batch_partition(
             self.spark, self.paths.ledger_table, batch_id, LEDGER_TABLE_SCHEMA
         )
-        if replayed:  # written before a crash: count what was committed
+        counts = batch.counts
+        if counts is None:  # written before a crash: count what was committed
             counts = committed.agg(*ledger_counts()).first().asDict()
-        else:
-            counts = dict(observation.get)
         counts = {name: int(value or 0) for name, value in counts.items()}
-        laps.done("ledger")
-
-        # Everything else comes from the committed ledger, so a replay derives the same rows.
-        # The steps are independent; Kafka (what someone waits for) is started first.
+        # A replay derives the same rows from the same partition. The steps are independent;
+        # Kafka (what someone waits for) is started first.
         topics = self.kafka.topics
         records = [kpi_partial_records(committed, self.stream_id, topics.kpi_partials)]
         steps: dict[str, Callable[[], object]] = {}
@@ -382,19 +473,18 @@ class ScoringBatchWriter:
             )
         kafka_records = reduce(DataFrame.unionByName, records).coalesce(1)
         steps = {"kafka": lambda: write_kafka(kafka_records, self.kafka), **steps}
-        laps.ms.update(run_concurrently(steps))
-
+        batch.stage_ms.update(run_concurrently(steps))
         stats = BatchStats(
             batch_id=batch_id,
             input_rows=counts["scored"] + counts["invalid"],
             scored=counts["scored"],
             alerts=counts["alerts"],
             invalid=counts["invalid"],
-            model_version=promotion.version,
-            threshold=promotion.threshold,
-            duration_ms=int((time.monotonic() - started) * 1000),
-            replayed=replayed,
-            stage_ms=laps.ms,
+            model_version=batch.promotion.version,
+            threshold=batch.promotion.threshold,
+            duration_ms=int((time.monotonic() - batch.started) * 1000),
+            replayed=batch.replayed,
+            stage_ms=batch.stage_ms,
         )
         write_json_atomic(self.paths.batch_log_dir / f"batch-{batch_id:012d}.json", asdict(stats))
         with self._lock:
@@ -406,10 +496,23 @@ class ScoringBatchWriter:
             stats.alerts,
             stats.invalid,
             stats.duration_ms,
-            " (replayed)" if replayed else "",
+            " (replayed)" if batch.replayed else "",
         )
         if self.on_batch is not None:
             self.on_batch(stats)
+
+
+@dataclass
+class _CommittedBatch:
+    """A micro-batch whose ledger is committed, on its way to its other outputs."""
+
+    batch_id: int
+    promotion: Promotion
+    counts: dict | None
+    """Observed while the ledger was written; None when it was not (a replay, a recovery)."""
+    replayed: bool
+    started: float
+    stage_ms: dict[str, int] = field(default_factory=dict)
 
 
 def _explanation(model: PipelineModel, version: str) -> Column | None:

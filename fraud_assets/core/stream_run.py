@@ -124,6 +124,8 @@ class ScoringRun:
             targets = self._start()
             if self.settings.bounded:
                 self._wait(self.scoring, lambda: self.scoring.isActive, on_poll, poll_seconds)
+                # The last batch's alerts, dead letters and KPI partials, before the KPI query.
+                self.writer.wait_for_delivery()
                 self.kpis, self.kpi_writer = self._start_kpis()
                 self._wait(self.kpis, lambda: self.kpis.isActive, on_poll, poll_seconds)
                 if self.realtime is not None:
@@ -134,10 +136,20 @@ class ScoringRun:
             self.stop()
 
     def stop(self) -> None:
-        """Stop every query that is still running (each at a batch boundary)."""
-        for query in self.queries:
-            if query.isActive:
-                query.stop()
+        """Stop every query that is still running (each at a batch boundary).
+
+        The batch the scoring writer is still delivering is delivered first when it can be;
+        if not (a failure, a kill), the next run delivers it from its committed ledger.
+        """
+        try:
+            for query in self.queries:
+                if query.isActive:
+                    query.stop()
+        finally:
+            try:
+                self.writer.wait_for_delivery()
+            except RuntimeError as error:
+                log.error("%s (the next run delivers it from the ledger)", error)
 
     # -- starting ---------------------------------------------------------------------------
 
@@ -221,6 +233,8 @@ class ScoringRun:
                 on_poll()
 
     def _check(self, ending: StreamingQuery | None) -> None:
+        if self.writer.delivery_error is not None:
+            self.writer.wait_for_delivery()  # raises it
         for query in self.queries:
             error = query.exception()
             if error is not None:

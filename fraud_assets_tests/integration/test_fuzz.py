@@ -370,6 +370,7 @@ def check_fuzzed_stream(pools, spark, kafka_broker, unique_topics, tmp_path_fact
     writer = ScoringBatchWriter(spark, kafka, paths, separable_model(spark), PROMOTION)
     query = start_scoring_query(spark, kafka, paths, writer, StreamSettings(), bounded=True)
     await_query(query)  # re-raises a failed query
+    writer.wait_for_delivery()  # the last batch's outputs follow its ledger commit
     assert query.exception() is None
     assert writer.totals.scored == len(valid_ids)
     assert writer.totals.invalid == len(expected_letters)

@@ -70,6 +70,7 @@ def test_kcat_produced_transactions_give_alerts_kcat_reads_as_json(
     model = separable_model(spark)
     writer = ScoringBatchWriter(spark, kafka, paths, model, PROMOTION)
     await_query(start_scoring_query(spark, kafka, paths, writer, StreamSettings(), bounded=True))
+    writer.wait_for_delivery()  # the last batch's outputs follow its ledger commit
     assert writer.totals.scored == len(rows)
     assert writer.totals.invalid == 0
 

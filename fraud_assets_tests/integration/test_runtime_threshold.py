@@ -99,6 +99,7 @@ def test_threshold_change_and_promotion_apply_from_the_next_micro_batch(
             wait_until(lambda total=scored: writer.totals.scored >= total, query)
     finally:
         query.stop()
+        writer.wait_for_delivery()
     assert query.exception() is None
     assert writer.totals.scored == len(real_rows)
 

@@ -44,6 +44,7 @@ def _run_bounded(spark, kafka, paths, model, promotion):
         spark, kafka, paths, writer, StreamSettings(max_offsets_per_trigger=400), bounded=True
     )
     await_query(query)
+    writer.wait_for_delivery()  # the last batch's outputs follow its ledger commit
     return writer
 
 
@@ -127,8 +128,10 @@ def test_a_replayed_batch_reports_the_same_counts_and_commits_nothing_twice(
     parsed = parse_transactions(read_transactions_batch(spark, kafka))
     writer = ScoringBatchWriter(spark, kafka, paths, model, promotion, stream_id="replayed")
     writer(parsed, 7)
+    writer.wait_for_delivery()
     files = sorted(tables.rglob("*.parquet"))
     writer(parsed, 7)
+    writer.wait_for_delivery()
     first, again = writer.totals.history
     assert (first.replayed, again.replayed) == (False, True)
     assert (again.scored, again.alerts, again.invalid) == (
@@ -173,3 +176,54 @@ def test_checkpoint_of_another_topic_is_refused_and_kept(
     with pytest.raises(CheckpointMismatchError, match="never deletes checkpoints"):
         _run_bounded(spark, kafka_b, paths, model, promotion)
     assert sorted(p.name for p in paths.checkpoint_dir.iterdir()) == before
+
+
+class _CrashBeforeDelivery(ScoringBatchWriter):
+    """A writer whose process dies right after the ledger commit (before any other output)."""
+
+    def _deliver(self, batch):
+        raise SystemExit("killed after the ledger commit")
+
+
+def test_a_batch_committed_but_not_delivered_is_delivered_by_the_next_writer(
+    spark, kafka_broker, unique_topics, tmp_path, real_rows, model_and_promotion
+):
+    model, promotion = model_and_promotion
+    kafka, paths = fresh_run(kafka_broker, unique_topics, tmp_path, partitions=1)
+    topics = kafka.topics
+    produce_messages(kafka.bootstrap_servers, topics.transactions, messages(real_rows.iloc[:500]))
+    produce_messages(
+        kafka.bootstrap_servers, topics.transactions, [(k, v) for k, v, _ in BAD_MESSAGES]
+    )
+    parsed = parse_transactions(read_transactions_batch(spark, kafka))
+    crashing = _CrashBeforeDelivery(spark, kafka, paths, model, promotion, stream_id="s")
+    crashing(parsed, 0)
+    with pytest.raises(RuntimeError, match="killed after the ledger commit"):
+        crashing.wait_for_delivery()
+    # The ledger is committed; nothing else is, and the batch has no log.
+    assert (paths.ledger_table / "batch_id=0").is_dir()
+    assert not paths.alerts_table.exists() and not paths.quarantine_table.exists()
+    assert read_topic(kafka.bootstrap_servers, topics.alerts) == []
+    assert crashing.undelivered() == [0]
+
+    # The next process's writer delivers batch 0 before its first new batch (1, empty here).
+    writer = ScoringBatchWriter(spark, kafka, paths, model, promotion, stream_id="s")
+    writer(parsed.limit(0), 1)
+    writer.wait_for_delivery()
+    assert writer.undelivered() == []
+    expected = expected_alert_ids(
+        model,
+        spark.createDataFrame(real_rows.iloc[:500], schema=AUDITED_TRANSACTIONS_SCHEMA),
+        promotion,
+    )
+    assert expected
+    assert sorted(parquet_alert_ids(spark, paths.alerts_table)) == sorted(expected)
+    records = read_topic(kafka.bootstrap_servers, topics.alerts)
+    assert sorted(kafka_alert_ids([r.value for r in records], [r.key for r in records])) == sorted(
+        expected
+    )
+    letters = [json.loads(r.value) for r in read_topic(kafka.bootstrap_servers, topics.dead_letter)]
+    assert len(letters) == len(BAD_MESSAGES)
+    letters_match_the_topic(spark, kafka, paths, letters)
+    first = json.loads((paths.batch_log_dir / "batch-000000000000.json").read_text())
+    assert (first["scored"], first["invalid"], first["replayed"]) == (500, len(BAD_MESSAGES), True)
