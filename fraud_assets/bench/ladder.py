@@ -6,7 +6,7 @@ pass: read, contract parse, score and write the ledger. The difference between t
 is what their step costs; ``from_json_score`` is Spark's own floor for reading, decoding
 and scoring a message here, ``ledger_write`` what the micro-batch's main job costs. Each
 rung first runs untimed on a slice of the topic (JIT and code generation of a fresh plan
-are not its steady state), then once timed on all of it.
+are not its steady state), then timed three times on all of it (the fastest counts).
 
 Every rung counts the rows it read (all of the backlog, or the ladder is wrong) and the
 scoring rungs count their alerts, which must equal batch scoring of the audited table.
@@ -136,12 +136,14 @@ def cost_ladder(
     scratch_dir: Path,
     expected: set[str],
     warm_up_per_partition: int = 20_000,
+    repeats: int = 3,
     rungs: tuple[str, ...] = RUNGS,
     on_rung: Callable[[str, dict], None] | None = None,
 ) -> dict[str, dict]:
     """Time every rung over the backlog in ``kafka.topics.transactions``.
 
-    Returns, per rung: ``seconds`` (wall), ``tps``, ``core_us_per_message`` (wall ×
+    Each rung is timed ``repeats`` times; the fastest run counts (``runs_seconds`` lists
+    them all). Returns, per rung: ``seconds`` (wall), ``tps``, ``core_us_per_message`` (wall ×
     ``cores`` / rows: what the step costs on a machine whose cores it keeps busy),
     ``rows``, ``alerts`` and ``exact``: the rung read every message of the topic and, if it
     scores, alerted on exactly the ``expected`` ids (a set, not a count).
@@ -154,13 +156,19 @@ def cost_ladder(
         warm = read_transactions_batch(spark, kafka, ending_offsets=warm_ends)
         scratch = scratch_dir / name
         _run(_rung(name, warm, model, promotion, scratch, explanation))
-        records = read_transactions_batch(spark, kafka)
-        seconds, row = _run(_rung(name, records, model, promotion, scratch, explanation))
+        # Best of several timed runs: this machine's run-to-run spread is +-25%, and the
+        # floor the production rate is compared with should be Spark's best, not a bad run.
+        runs = []
+        for _ in range(repeats):
+            records = read_transactions_batch(spark, kafka)
+            runs.append(_run(_rung(name, records, model, promotion, scratch, explanation)))
+        seconds, row = min(runs, key=lambda run: run[0])
         rows = int(row["rows"])
         ids = row.get("alert_ids")
         alerted = None if ids is None else set(ids)
         ladder[name] = {
             "seconds": round(seconds, 2),
+            "runs_seconds": [round(run[0], 2) for run in runs],
             "tps": round(rows / seconds, 1),
             "core_us_per_message": round(seconds * cores * 1e6 / rows, 1),
             "rows": rows,

@@ -71,7 +71,7 @@ class ScoringStreamConfig(dg.Config):
     bounded: bool = False
     """True: process every message available at start, then stop (demos, tests, backfills)."""
     trigger_interval: str = "1 second"
-    max_offsets_per_trigger: int = 100_000
+    max_offsets_per_trigger: int = StreamSettings.max_offsets_per_trigger
     report_every_seconds: float = 30.0
     """How often the op records materializations of the tables while it runs."""
     watermark_delay: str = KpiSettings.watermark_delay
