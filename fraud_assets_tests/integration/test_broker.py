@@ -226,6 +226,7 @@ def test_cli_start_status_stop_round_trip(tmp_path, capsys):
             "fraud_alerts",
             "transactions_dlq",
             "fraud_kpis",
+            "fraud_kpi_partials",
         }
 
         assert main(["--home", str(home), "kafka", "stop"]) == 0
