@@ -47,6 +47,7 @@ from fraud_assets.core.spark import (
     SparkSetupError,
     close_cached_kafka_producers,
     require_connector_jars,
+    stop_spark,
 )
 from fraud_assets.core.tables import read_table
 from fraud_assets.definitions import load_definitions
@@ -325,12 +326,6 @@ def _close_spark_kafka_producers() -> None:
         close_cached_kafka_producers(session)
 
 
-def _stop_active_spark() -> None:
-    session = SparkSession.getActiveSession()
-    if session is not None:
-        session.stop()
-
-
 def run_end_to_end(options: EndToEndOptions, instance: dg.DagsterInstance) -> dict[str, Any]:
     """Run every step once and return the reconciliation summary (see the module doc)."""
     started = time.monotonic()
@@ -347,7 +342,7 @@ def run_end_to_end(options: EndToEndOptions, instance: dg.DagsterInstance) -> di
                 kafka_broker(options, paths.kafka_dir, paths.kafka_jars_dir)
             )
         if options.stop_spark_at_end:
-            cleanup.callback(_stop_active_spark)
+            cleanup.callback(stop_spark)  # and its JVM: the demo leaves no process
         # Runs before the broker stops (the callbacks run last in, first out).
         cleanup.callback(_close_spark_kafka_producers)
         kafka = kafka_resource(bootstrap_servers, options.topics)

@@ -49,7 +49,7 @@ from fraud_assets.core.registry import Promotion
 from fraud_assets.core.scoring import ledger_projection, ledger_rows, parse_transactions
 from fraud_assets.core.selection import recommend_max_f1, threshold_sweep
 from fraud_assets.core.settings import KafkaSettings, SparkSettings, Topics
-from fraud_assets.core.spark import get_spark, require_connector_jars
+from fraud_assets.core.spark import get_spark, require_connector_jars, stop_spark
 from fraud_assets.core.stream import StreamSettings, read_transactions_batch
 from fraud_assets.core.stream_run import MICROBATCH, REALTIME, RunSettings
 from fraud_assets.kafka.admin import TopicSpec, ensure_topics
@@ -421,9 +421,9 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         report["machine"] = _machine()
         lap("broker_start")
         spark = get_spark(spark_settings(config))
-        # Stop Spark before the broker: its cached Kafka producers would retry a dead broker.
-        sessions = [spark]
-        stack.callback(lambda: sessions[-1].stop())
+        # Stop Spark (and its JVM: the benchmark leaves no process) before the broker: its
+        # cached Kafka producers would retry a dead broker.
+        stack.callback(stop_spark)
         model, promotion = prepare_model(spark, config)
         audited_dir = config.run_dir / "tables" / "audited_transactions"
         audited = spark.read.parquet(str(audited_dir))
@@ -484,7 +484,6 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             # micro-batch queries' (local[*] widened), in a session of its own.
             spark.stop()
             ctx.spark = get_spark(spark_settings(config, config.transactions_partitions))
-            sessions.append(ctx.spark)
             report["machine"]["realtime_master"] = ctx.spark.sparkContext.master
             for name in realtime:
                 latency[name] = _latency_or_error(ctx, name, rows)

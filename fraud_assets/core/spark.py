@@ -148,3 +148,44 @@ def close_cached_kafka_producers(session: SparkSession) -> bool:
     except Exception:  # another Spark version, or no connector: nothing to close
         return False
     return True
+
+
+JVM_EXIT_TIMEOUT_S = 30.0
+"""How long :func:`stop_spark` waits for the driver JVM to exit before killing it."""
+
+
+def stop_spark(timeout_s: float = JVM_EXIT_TIMEOUT_S) -> int | None:
+    """Stop this process's Spark session and its driver JVM; the JVM's PID, if one ran.
+
+    ``SparkSession.stop()`` leaves PySpark's gateway JVM running until this Python process
+    exits, and the JVM then exits on its own a moment *after* it (it watches its stdin): a
+    command that promises to leave no process behind (the benchmark, the demo) calls this
+    last, so the JVM is gone when the command returns. The JVM is the one this process
+    launched (``SparkContext._gateway.proc``), so nothing else is signalled. A later
+    :func:`get_spark` launches a new JVM.
+    """
+    import subprocess
+
+    from pyspark import SparkContext
+
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        close_cached_kafka_producers(session)
+        session.stop()
+    gateway = SparkContext._gateway
+    if gateway is None:
+        return None
+    process = getattr(gateway, "proc", None)
+    gateway.shutdown()
+    SparkContext._gateway = None
+    SparkContext._jvm = None
+    if process is None:  # a JVM this process did not launch (PYSPARK_GATEWAY_PORT)
+        return None
+    if process.stdin is not None:
+        process.stdin.close()  # the gateway's signal to exit
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    return process.pid

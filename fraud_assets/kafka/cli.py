@@ -217,9 +217,9 @@ def _bulk_replay(
     from fraud_assets.core.replay import bulk_replay
     from fraud_assets.core.settings import SparkSettings
     from fraud_assets.core.spark import (
-        close_cached_kafka_producers,
         get_spark,
         require_connector_jars,
+        stop_spark,
     )
 
     jars_dir = ProjectPaths.at(home).spark_jars_dir
@@ -234,9 +234,9 @@ def _bulk_replay(
             progress=progress,
         )
     finally:
-        # Spark's cached Kafka producers would retry a broker stopped after this command.
-        close_cached_kafka_producers(session)
-        session.stop()
+        # Closes Spark's cached Kafka producers (they would retry a broker stopped after this
+        # command) and waits for the JVM to exit.
+        stop_spark()
 
 
 def produce_command(args: argparse.Namespace) -> int:

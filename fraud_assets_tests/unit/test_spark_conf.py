@@ -51,3 +51,34 @@ def test_reserved_realtime_slots_widen_only_the_default_local_master(monkeypatch
 def test_python_call_site_capture_is_off():
     # Four extra JVM round trips per DataFrame/Column call otherwise (docs/performance.md).
     assert spark_conf(SparkSettings())["spark.python.sql.dataFrameDebugging.enabled"] == "false"
+
+
+def test_stop_spark_returns_once_the_driver_jvm_is_gone(tmp_path):
+    """In a process of its own: it stops that process's Spark, not the test session's."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "from pathlib import Path\n"
+        "from fraud_assets.core.settings import SparkSettings\n"
+        "from fraud_assets.core.spark import get_spark, stop_spark\n"
+        "spark = get_spark(SparkSettings(master='local[1]'))\n"
+        "assert spark.range(3).count() == 3\n"
+        "pid = stop_spark()\n"
+        "alive = Path(f'/proc/{pid}').exists()\n"
+        "print(pid, alive)\n"
+        "again = get_spark(SparkSettings(master='local[1]'))\n"
+        "assert again.range(2).count() == 2\n"
+        "print(stop_spark() != pid)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=180, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    first, second = done.stdout.split("\n")[:2]
+    pid, alive = first.split()
+    assert int(pid) > 0 and alive == "False"
+    assert not Path(f"/proc/{pid}").exists()
+    # A later session launches a JVM of its own.
+    assert second == "True"
