@@ -34,6 +34,7 @@ from fraud_assets.core.contracts import AUDITED_TRANSACTIONS_SCHEMA, KPI_SCHEMA
 from fraud_assets.core.kpis import KpiSettings, batch_kpis, committed_events
 from fraud_assets.core.reconcile import (
     batch_log_totals,
+    duplicate_payload_mismatches,
     expected_alert_ids,
     kafka_alert_ids,
     max_event_time,
@@ -49,6 +50,7 @@ from fraud_assets.core.spark import (
     require_connector_jars,
     stop_spark,
 )
+from fraud_assets.core.stream_run import MICROBATCH, REALTIME
 from fraud_assets.core.tables import read_table
 from fraud_assets.definitions import load_definitions
 from fraud_assets.defs.resources import KafkaResource, ProjectResource, build_resources
@@ -98,6 +100,12 @@ class EndToEndOptions:
     """More ProjectResource fields (e.g. the fraud-rate band of a test subset)."""
     verbose: bool = False
     """Dagster's console shows every run event (quiet: warnings and errors only)."""
+    alert_delivery: str = MICROBATCH
+    """``microbatch`` or ``realtime`` (alerts through Spark's real-time mode, see
+    ``docs/operations.md``); the Parquet tables, dead letters and KPIs are the same."""
+    transactions_partitions: int | None = None
+    """Partitions of the transactions topic; None: the project's default. Real-time mode
+    holds a task slot per partition (a shared test session of local[2] runs one)."""
 
 
 # --- the run's resources ------------------------------------------------------------------
@@ -114,10 +122,18 @@ def project_resource(options: EndToEndOptions) -> ProjectResource:
     )
 
 
-def kafka_resource(bootstrap_servers: str, topics: Topics) -> KafkaResource:
+def kafka_resource(
+    bootstrap_servers: str, topics: Topics, transactions_partitions: int | None = None
+) -> KafkaResource:
     """The run's :class:`KafkaResource`, with its topic names."""
+    partitions = (
+        {}
+        if transactions_partitions is None
+        else {"transactions_partitions": transactions_partitions}
+    )
     return KafkaResource(
         bootstrap_servers=bootstrap_servers,
+        **partitions,
         transactions_topic=topics.transactions,
         alerts_topic=topics.alerts,
         dead_letter_topic=topics.dead_letter,
@@ -289,6 +305,7 @@ def reconcile_run(
     expected = expected_alert_ids(registry.load(promotion.version), audited, promotion)
     stream_paths = project.stream_paths
     records = read_topic(kafka, kafka.topics.alerts)
+    mismatches = duplicate_payload_mismatches([r.key for r in records], [r.value for r in records])
     result = reconcile_alerts(
         expected,
         parquet_alert_ids(session, stream_paths.alerts_table),
@@ -307,6 +324,7 @@ def reconcile_run(
         "transactions_rejected": totals.get("invalid", 0),
         "micro_batches": totals.get("batches", 0),
         **result.as_dict(),
+        "alerts_kafka_payload_mismatches": mismatches,
         **kpis.as_dict(),
         "model_version": promotion.version,
         "threshold": promotion.threshold,
@@ -345,10 +363,17 @@ def run_end_to_end(options: EndToEndOptions, instance: dg.DagsterInstance) -> di
             cleanup.callback(stop_spark)  # and its JVM: the demo leaves no process
         # Runs before the broker stops (the callbacks run last in, first out).
         cleanup.callback(_close_spark_kafka_producers)
-        kafka = kafka_resource(bootstrap_servers, options.topics)
+        kafka = kafka_resource(bootstrap_servers, options.topics, options.transactions_partitions)
         kafka_settings: KafkaSettings = kafka.settings
         create_topics(kafka_settings)
         resources = {**resources, "project": project, "kafka": kafka}
+        if options.alert_delivery == REALTIME:
+            resources["stream"] = resources["stream"].model_copy(
+                update={"alert_delivery": REALTIME}
+            )
+            # The run's one session, created now, holds the real-time task slots (the
+            # batch stages reuse it; a session that exists already is checked, not resized).
+            resources["spark"].session(reserved_task_slots=kafka_settings.transactions_partitions)
         materialize_batch_stages(definitions, resources, instance, timings, verbose=options.verbose)
 
         with timed(timings, "replay"):
@@ -367,8 +392,10 @@ def run_end_to_end(options: EndToEndOptions, instance: dg.DagsterInstance) -> di
     summary["stage_seconds"] = timings
     summary["wall_seconds"] = round(time.monotonic() - started, 2)
     summary["state_dir"] = str(options.state_dir)
+    summary["alert_delivery"] = options.alert_delivery
     summary["success"] = bool(
         summary["exact"]
+        and summary["alerts_kafka_payload_mismatches"] == 0
         and summary["kpis_exact"]
         and summary["transactions_scored"] == summary["transactions_produced"]
     )

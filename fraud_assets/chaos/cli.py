@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
+from fraud_assets.core.stream_run import MICROBATCH, REALTIME
 from fraud_assets.errors import OperatorError
 
 
@@ -30,6 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--seed", type=int, default=None, help="seed of the kill moments (default: random)"
+    )
+    parser.add_argument(
+        "--realtime",
+        action="store_true",
+        help="deliver alerts through Spark's real-time mode (milliseconds, at least once; "
+        "see docs/operations.md); the Parquet tables and KPIs stay exactly once",
     )
     parser.set_defaults(handler=run_chaos_command)
 
@@ -60,6 +67,7 @@ def run_chaos_command(args: argparse.Namespace) -> int:
         kills=args.kills,
         outage_seconds=args.outage_seconds,
         seed=seed,
+        alert_delivery=REALTIME if args.realtime else MICROBATCH,
     )
     try:
         report = run_chaos(options)

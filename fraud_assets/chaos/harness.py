@@ -35,8 +35,10 @@ from typing import Any
 
 import dagster as dg
 
+from fraud_assets.core.reconcile import duplicate_payload_mismatches
 from fraud_assets.core.registry import write_json_atomic
 from fraud_assets.core.settings import Topics
+from fraud_assets.core.stream_run import MICROBATCH
 from fraud_assets.definitions import load_definitions
 from fraud_assets.defs.resources import ProjectResource, SparkResource, build_resources
 from fraud_assets.end_to_end import (
@@ -92,6 +94,9 @@ class ChaosOptions:
     drain_timeout_s: float = 1800.0
     topics: Topics = Topics()
     progress: bool = False
+    alert_delivery: str = MICROBATCH
+    """``realtime``: the stream delivers alerts through Spark's real-time mode (its kills
+    then also test the real-time query's replay from its checkpoint)."""
 
 
 @dataclass
@@ -264,14 +269,6 @@ def split_ids(audited_parquet: Path) -> tuple[set[str], set[str]]:
     return {i for _, i in pairs[:half]}, {i for _, i in pairs[half:]}
 
 
-def duplicate_payload_mismatches(keys: list[bytes | None], values: list[bytes | None]) -> int:
-    """How many keys were produced more than once with differing payloads."""
-    by_key: dict[bytes | None, set[bytes | None]] = defaultdict(set)
-    for key, value in zip(keys, values, strict=True):
-        by_key[key].add(value)
-    return sum(1 for payloads in by_key.values() if len(payloads) > 1)
-
-
 # --- the run ------------------------------------------------------------------------------
 
 
@@ -373,6 +370,8 @@ class ChaosRun:
         planned, committed = planned_and_committed(checkpoint_dir)
         pid = self.stream.pid
         self.counters.spark_jvms_after_kill += self.stream.kill9()
+        # -9 when the kill met a running stream; its own code if it had exited already.
+        self.counters.stream_exit_codes.append(self.stream.exit_code())
         self.counters.kills += 1
         self.counters.kills_mid_batch += int(planned > committed)
         self.counters.kills_during_replay += int(replay is not None and replay.is_alive())
@@ -435,6 +434,7 @@ def stream_env(
         "FRAUD_TOPIC_DEAD_LETTER": topics.dead_letter,
         "FRAUD_TOPIC_KPIS": topics.kpis,
         "FRAUD_TOPIC_KPI_PARTIALS": topics.kpi_partials,
+        "FRAUD_ALERT_DELIVERY": options.alert_delivery,
         "PYSPARK_PYTHON": sys.executable,
         "SPARK_LOCAL_IP": "127.0.0.1",
     }
@@ -517,6 +517,9 @@ def run_chaos(options: ChaosOptions) -> dict[str, Any]:
                 [r.key for r in records], [r.value for r in records]
             )
             dlq_count = total_messages(broker.bootstrap_servers, kafka_settings.topics.dead_letter)
+            alerts_end_offsets = total_messages(
+                broker.bootstrap_servers, kafka_settings.topics.alerts
+            )
     finally:
         run.stop_everything()
 
@@ -538,6 +541,7 @@ def run_chaos(options: ChaosOptions) -> dict[str, Any]:
         "parquet": summary["alerts_parquet"],
         "kafka": summary["alerts_kafka"],
         "kafka_distinct": summary["alerts_kafka_distinct"],
+        "kafka_end_offsets": alerts_end_offsets,
         "kafka_duplicates": summary["alerts_kafka"] - summary["alerts_kafka_distinct"],
         "duplicate_payload_mismatches": mismatches,
         "lost": summary["missing_alerts"],
@@ -553,6 +557,7 @@ def run_chaos(options: ChaosOptions) -> dict[str, Any]:
         "model_version": summary["model_version"],
         "threshold": summary["threshold"],
         "seed": options.seed,
+        "alert_delivery": options.alert_delivery,
         "rows": options.rows,
         "stage_seconds": timings,
         "wall_seconds": round(time.monotonic() - started, 1),

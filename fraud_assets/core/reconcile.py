@@ -1,7 +1,7 @@
 """Exact reconciliation of the stream's alerts against batch scoring, as sets of ids."""
 
 import json
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +22,18 @@ def expected_alert_ids(
     """Ids that batch scoring of ``transactions`` with the promoted model alerts on."""
     scored = score_transactions(model, transactions, promotion.threshold, promotion.version)
     return {row[0] for row in scored.where("is_alert").select("transaction_id").collect()}
+
+
+def duplicate_payload_mismatches(keys: list[bytes | None], values: list[bytes | None]) -> int:
+    """How many keys were produced more than once with differing payloads.
+
+    At-least-once delivery (a crash, real-time mode's replay from its last checkpoint) may
+    repeat an alert; the promise is that a repeat is the identical keyed record.
+    """
+    by_key: dict[bytes | None, set[bytes | None]] = defaultdict(set)
+    for key, value in zip(keys, values, strict=True):
+        by_key[key].add(value)
+    return sum(1 for payloads in by_key.values() if len(payloads) > 1)
 
 
 def parquet_alert_ids(spark: SparkSession, alerts_table: Path) -> list[str]:

@@ -15,8 +15,9 @@ from fraud_assets_tests.real_data import distinct_transactions, write_real_subse
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.parametrize("delivery", ["microbatch", "realtime"])
 def test_stream_alerts_equal_batch_alerts_on_real_transactions(
-    kafka_broker, spark, repo_paths, tmp_path
+    kafka_broker, spark, repo_paths, tmp_path, delivery
 ):
     subset = write_real_subset(repo_paths.dataset_csv, tmp_path / "subset.csv", first_rows=3000)
     distinct = distinct_transactions(subset)
@@ -41,6 +42,10 @@ def test_stream_alerts_equal_batch_alerts_on_real_transactions(
             progress=False,
             # Every fraud of the dataset in a few thousand rows: ~14% frauds.
             project_overrides=(("fraud_rate_max", 0.5),),
+            alert_delivery=delivery,
+            # Real time holds a task slot per partition: the session's local[2] has one
+            # for it and one for the micro-batch queries.
+            transactions_partitions=1 if delivery == "realtime" else None,
         ),
         instance,
     )
@@ -57,6 +62,8 @@ def test_stream_alerts_equal_batch_alerts_on_real_transactions(
     assert (
         summary["alerts_parquet"] == summary["alerts_kafka_distinct"] == summary["alerts_expected"]
     )
+    assert summary["alert_delivery"] == delivery
+    assert summary["alerts_kafka_payload_mismatches"] == 0
     assert summary["success"] is True
 
     alerts = read_topic(kafka_broker.bootstrap_servers, topics.alerts)
