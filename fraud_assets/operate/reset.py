@@ -38,10 +38,17 @@ class ResetPlan:
     """``(source, target)`` pairs; sources that do not exist are left out."""
 
 
+LEGACY_STREAM_TABLES = ("scored",)
+"""Tables of the stream in earlier versions: ``scored`` (every scored row; the KPI query
+read it) became the ledger. A reset after an upgrade moves them with the rest."""
+
+
 def stream_state(paths: ProjectPaths) -> list[Path]:
-    """The checkpoints and the tables the stream writes, as :class:`StreamPaths` names them."""
+    """The checkpoints and the tables the stream writes, as :class:`StreamPaths` names them
+    (and the tables of earlier versions, :data:`LEGACY_STREAM_TABLES`)."""
     stream = StreamPaths.under(paths.tables_dir, paths.checkpoints_dir)
-    return [getattr(stream, item.name) for item in fields(StreamPaths)]
+    current = [getattr(stream, item.name) for item in fields(StreamPaths)]
+    return current + [paths.tables_dir / name for name in LEGACY_STREAM_TABLES]
 
 
 def plan_reset(paths: ProjectPaths, *, everything: bool, now: datetime) -> ResetPlan:

@@ -21,6 +21,10 @@ def _populate(paths: ProjectPaths) -> dict[str, bytes]:
         stream.checkpoint_dir / "offsets" / "0": b"offsets-0",
         stream.kpi_checkpoint_dir / "commits" / "0": b"kpi-commit-0",
         stream.alerts_table / "batch_id=0" / "part-0.parquet": b"alerts",
+        stream.realtime_checkpoint_dir / "offsets" / "0": b"realtime-offsets-0",
+        stream.ledger_table / "batch_id=0" / "part-0.parquet": b"ledger",
+        # The scored table of versions before the ledger: an upgrade resets it too.
+        paths.tables_dir / "scored" / "batch_id=0" / "part-0.parquet": b"scored",
         stream.batch_log_dir / "batch-000000000000.json": b"{}",
         paths.models_dir / "lr-1" / "metadata.json": b"model",
         paths.tables_dir / "audited_transactions" / "part-0.parquet": b"audited",
@@ -51,7 +55,10 @@ def test_reset_moves_checkpoints_and_stream_tables_together(tmp_path):
     assert moved == {
         "checkpoints/scoring",
         "checkpoints/kpis",
+        "checkpoints/realtime_alerts",
         "tables/alerts",
+        "tables/ledger",
+        "tables/scored",
         "tables/stream_batches",
     }
     remaining = _tree(paths.state_dir)
