@@ -93,13 +93,21 @@ def event_log_files(event_dir: Path) -> list[Path]:
     return sorted(p for p in event_dir.rglob("events_*") if p.is_file())
 
 
+def _application(path: Path) -> str:
+    """The Spark application an event-log file belongs to (rolling logs: its folder)."""
+    return path.parent.name if path.parent.name.startswith("eventlog_v2_") else path.name
+
+
 def batch_profiles(event_files: list[Path], query_id: str) -> list[BatchProfile]:
     """Every micro-batch of query ``query_id`` found in the event log, oldest first."""
-    jobs: dict[int, JobSpan] = {}
-    job_batch: dict[int, int] = {}
-    stage_job: dict[int, int] = {}
+    # Job and stage ids count from 0 in every Spark application (the benchmark runs two, one
+    # after the other, into one event-log folder): they are keyed by application.
+    jobs: dict[tuple[str, int], JobSpan] = {}
+    job_batch: dict[tuple[str, int], int] = {}
+    stage_job: dict[tuple[str, int], tuple[str, int]] = {}
     progress: dict[int, dict] = {}
     for path in event_files:
+        app = _application(path)
         with path.open() as handle:
             for line in handle:
                 event = json.loads(line)
@@ -108,16 +116,16 @@ def batch_profiles(event_files: list[Path], query_id: str) -> list[BatchProfile]
                     props = event.get("Properties") or {}
                     if props.get("sql.streaming.queryId") != query_id:
                         continue
-                    job_id = event["Job ID"]
-                    jobs[job_id] = JobSpan(job_id, event["Submission Time"])
-                    jobs[job_id].stages = list(event.get("Stage IDs", []))
-                    job_batch[job_id] = int(props.get("streaming.sql.batchId", -1))
-                    for stage in jobs[job_id].stages:
-                        stage_job[stage] = job_id
-                elif kind == "SparkListenerJobEnd" and event["Job ID"] in jobs:
-                    jobs[event["Job ID"]].completed_ms = event["Completion Time"]
-                elif kind == "SparkListenerTaskEnd" and event.get("Stage ID") in stage_job:
-                    span = jobs[stage_job[event["Stage ID"]]]
+                    job = (app, event["Job ID"])
+                    jobs[job] = JobSpan(event["Job ID"], event["Submission Time"])
+                    jobs[job].stages = list(event.get("Stage IDs", []))
+                    job_batch[job] = int(props.get("streaming.sql.batchId", -1))
+                    for stage in jobs[job].stages:
+                        stage_job[(app, stage)] = job
+                elif kind == "SparkListenerJobEnd" and (app, event["Job ID"]) in jobs:
+                    jobs[(app, event["Job ID"])].completed_ms = event["Completion Time"]
+                elif kind == "SparkListenerTaskEnd" and (app, event.get("Stage ID")) in stage_job:
+                    span = jobs[stage_job[(app, event["Stage ID"])]]
                     info, metrics = event["Task Info"], event.get("Task Metrics") or {}
                     launch = info["Launch Time"]
                     span.first_task_ms = min(launch, span.first_task_ms or launch)
