@@ -128,6 +128,11 @@ def test_bench_smoke_reports_every_pipeline_and_exact_alerts(tmp_path: Path) -> 
     assert profile["fixed_cost"]["batches"] > 0 and profile["fixed_cost"]["jobs"] >= 1
     assert profile["throughput_warm"]["batches"] >= 1
     assert profile["bare_fixed_cost"]["batches"] > 0
+    # A batch's jobs fit in the run (job ids of the later real-time session's application
+    # once landed on these batches and made them tens of minutes long).
+    for batch in (b for b in profile["throughput_batches"] if b["rows"]):
+        assert 0 < batch["jobs_busy_ms"] <= batch["jobs_wall_ms"] < report["wall_seconds"] * 1000
+        assert batch["task_cpu_ms"] > 0
 
     # The cost ladder: every rung read the whole slice, and every scoring rung alerted on
     # exactly the batch-expected ids (compared as sets by the harness).
