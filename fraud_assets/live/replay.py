@@ -115,7 +115,7 @@ class LiveReplay(threading.Thread):
                 position += result.sent
                 self.sent += result.sent
                 if not self._stop_event.is_set():
-                    log.info("replay: lap %d done; lap %d starts (fresh ids)", lap, lap + 1)
+                    log.debug("replay: lap %d done; lap %d starts (fresh ids)", lap, lap + 1)
         except Exception as error:  # reported by the runner; the rest keeps running
             self.error = error
             log.warning("replay stopped: %s", error)

@@ -183,7 +183,7 @@ def dagster_commands(options: LiveOptions, code_server_port: int) -> dict[str, l
             "-p",
             str(options.port),
         ],
-        "daemon": [*dagster, "daemon", "run", "-w", workspace],
+        "daemon": [sys.executable, "-m", "dagster._daemon", "run", "-w", workspace],
     }
 
 
@@ -463,8 +463,6 @@ def run_live(options: LiveOptions, wait: bool = True) -> dict[str, Any]:
 
 
 def _train(project, kafka, instance, options: LiveOptions, milestones: Milestones) -> None:
-    from pyspark.sql import SparkSession
-
     from fraud_assets.definitions import load_definitions
     from fraud_assets.defs.resources import build_resources
 
@@ -480,12 +478,33 @@ def _train(project, kafka, instance, options: LiveOptions, milestones: Milestone
             verbose=options.verbose,
         )
     finally:
-        # The stream and the digest run in their own processes: free this one's JVM.
-        session = SparkSession.getActiveSession()
-        if session is not None:
-            session.stop()
+        _stop_spark_jvm()
     milestones.mark("model_promoted")
     log.info("model: promoted (%s)", "  ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
+
+
+def _stop_spark_jvm() -> None:
+    """Stop this process's Spark session and its JVM: the stream and digest runs have theirs.
+
+    ``SparkSession.stop()`` leaves PySpark's gateway JVM running for the life of the
+    process; it is shut down here so that it holds no memory while the system runs.
+    """
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        session.stop()
+    gateway = SparkContext._gateway
+    if gateway is None:
+        return
+    gateway.shutdown()
+    process = getattr(gateway, "proc", None)
+    if process is not None:
+        process.terminate()
+        process.wait(timeout=30)
+    SparkContext._gateway = None
+    SparkContext._jvm = None
 
 
 def _write_status(options: LiveOptions, milestones: Milestones, version: str) -> None:
