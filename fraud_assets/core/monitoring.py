@@ -103,3 +103,10 @@ def kpi_history(spark: SparkSession, kpi_table: Path, newest: int = 360) -> pd.D
     kpis = spark.read.schema(KPI_SCHEMA).parquet(str(kpi_table))
     recent = kpis.orderBy(F.col("window_start").desc()).limit(newest).toPandas()
     return recent.sort_values("window_start").reset_index(drop=True)
+
+
+def parquet_rows(spark: SparkSession, table: Path, schema: Any) -> int:
+    """Rows of a Parquet table folder read with its contract schema (0 before it exists)."""
+    if not Path(table).is_dir() or not any(Path(table).iterdir()):
+        return 0
+    return spark.read.schema(schema).parquet(str(table)).count()
