@@ -122,6 +122,14 @@ def chromium_page() -> Iterator[Page]:
         with connect(targets[0]["webSocketDebuggerUrl"], max_size=None) as socket:
             page = Page(socket)
             page.call("Page.enable")
+            # Tall enough for a table or a plot below the asset's header.
+            page.call(
+                "Emulation.setDeviceMetricsOverride",
+                width=1600,
+                height=1300,
+                deviceScaleFactor=1,
+                mobile=False,
+            )
             yield page
     finally:
         try:

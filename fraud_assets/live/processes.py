@@ -20,7 +20,7 @@ from fraud_assets.kafka.broker import parent_death_signal_setter
 
 log = logging.getLogger(__name__)
 
-SESSION_ENV = "FRAUD_LIVE_SESSION"
+SESSION_ENV = "FA_LIVE_SESSION"
 """Set to a new id for each live session, in the runner and so in everything it starts."""
 
 

@@ -233,8 +233,8 @@ SHOW_MARKDOWN_OF = """
 (() => {
   const row = [...document.querySelectorAll('tr')].find(
     tr => tr.firstElementChild && tr.firstElementChild.innerText.trim() === '%s');
-  const button = row && [...row.querySelectorAll('button, a, span')].find(
-    el => el.innerText.trim() === '[Show Markdown]');
+  const button = row && [...row.querySelectorAll('*')].filter(
+    el => el.innerText && el.innerText.trim() === '[Show Markdown]').pop();
   if (!button) return false;
   button.click();
   return true;
@@ -271,6 +271,7 @@ def test_a_person_sees_the_digest_rows_and_the_kpi_plot(live_system, tmp_path):
             "[...document.querySelectorAll('tbody tr')].filter(tr => tr.cells.length >= 8).length"
         )
         assert rows >= 2, f"the digest tables show {rows} alert rows"
+        page.evaluate("document.querySelector('th').scrollIntoView({block: 'center'})")
         shots.append(page.screenshot(tmp_path / "alert_digest.png"))
 
         page.goto(f"{live.dev.url}/assets/kpis")
