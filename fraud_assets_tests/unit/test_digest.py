@@ -137,6 +137,7 @@ def test_digest_tables_show_each_alerts_top_features_as_text(spark, tmp_path):
     }
     write_batches(spark, table, {0: [explained, alert_row(2, 5.0, 0, 0)]})
     summary = digest.alert_digest(spark, table)
-    shown = dict(zip(summary.largest["transaction_id"], summary.largest["top_features"]))
+    largest = summary.largest
+    shown = dict(zip(largest["transaction_id"], largest["top_features"], strict=True))
     assert shown["tx-1"] == "V14 (+2.31), V4 (-1.00)"
     assert shown["tx-2"] is None  # written before explanations existed
