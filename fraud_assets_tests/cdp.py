@@ -26,7 +26,9 @@ from websockets.sync.client import connect
 from fraud_assets.kafka.broker import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = (
+# Checked on this machine: headless without a sandbox (root, no user namespaces), no GPU,
+# and nothing that phones home or updates itself during a test.
+CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -35,7 +37,6 @@ FLAGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--window-size=1600,1000",
 )
 
 
@@ -96,7 +97,8 @@ def chromium_page() -> Iterator[Page]:
     process = subprocess.Popen(
         [
             str(CHROMIUM),
-            *FLAGS,
+            *CHROMIUM_FLAGS,
+            "--window-size=1600,1000",
             f"--remote-debugging-port={port}",
             f"--user-data-dir={profile}",
             "about:blank",
