@@ -27,6 +27,7 @@ Runs a previous session left in progress without a live worker (the machine rest
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 import uuid
@@ -301,7 +302,7 @@ def _wait_for_webserver(url: str, children: list[Child], timeout_s: float) -> No
     raise OperatorError(f"the Dagster webserver did not answer on {url} within {timeout_s:.0f} s")
 
 
-def _stop_runs(instance: dg.DagsterInstance, started_after: float) -> None:
+def _stop_runs(instance: dg.DagsterInstance) -> None:
     """Terminate every run in progress (through its code server), wait for them to end."""
     records = instance.get_run_records(filters=dg.RunsFilter(statuses=list(IN_PROGRESS)))
     pending = []
@@ -336,8 +337,8 @@ def _stop_runs(instance: dg.DagsterInstance, started_after: float) -> None:
             instance.report_run_canceled(run, message="stopped with the live system")
 
 
-def run_live(options: LiveOptions, wait: bool = True) -> dict[str, Any]:
-    """Start the live system, keep it running until interrupted, stop it; the milestones.
+def run_live(options: LiveOptions) -> None:
+    """Start the live system, keep it running until interrupted (Ctrl-C, SIGTERM), stop it.
 
     Raises:
         OperatorError: Another live session runs on this state, or a part did not start.
@@ -369,6 +370,9 @@ def run_live(options: LiveOptions, wait: bool = True) -> dict[str, Any]:
         create_topics(kafka.settings)
 
         def stop_everything() -> None:
+            # A second Ctrl-C must not cut the stop short (and leave a broker or a JVM).
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             if replayer is not None:
                 replayer.stop()
                 log.info(
@@ -377,7 +381,7 @@ def run_live(options: LiveOptions, wait: bool = True) -> dict[str, Any]:
             for child in children:
                 if child.name == "daemon":
                     child.stop(CHILD_GRACE_S)
-            _stop_runs(instance, milestones.started)
+            _stop_runs(instance)
             for child in reversed(children):
                 child.stop(CHILD_GRACE_S)
             # The broker stops last, by the callback registered before this one.
@@ -450,8 +454,6 @@ def run_live(options: LiveOptions, wait: bool = True) -> dict[str, Any]:
                     milestones.seen["ui_ready"],
                 )
                 _write_status(options, milestones, promotion.version)
-                if not wait:
-                    break
             for child in children:
                 if child.exited() is not None:
                     raise OperatorError(
@@ -459,7 +461,6 @@ def run_live(options: LiveOptions, wait: bool = True) -> dict[str, Any]:
                         f"log ({child.log_path}) ends:\n{child.log_tail()}"
                     )
             time.sleep(2.0)
-    return {"milestones": milestones.seen}
 
 
 def _train(project, kafka, instance, options: LiveOptions, milestones: Milestones) -> None:
