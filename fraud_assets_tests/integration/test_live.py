@@ -40,7 +40,7 @@ ARTEFACTS = REPO_ROOT / "var" / "test-artefacts" / "live"
 MARKER = "FRAUD_LIVE_TEST_RUN"
 ROWS = 3000
 """Train and replay the first 3,000 rows plus every fraud (about 3,450 transactions)."""
-UI_STATE_TIMEOUT_S = 240.0
+UI_STATE_TIMEOUT_S = 300.0
 """Training on the subset, the daemon's first ticks, a run worker's Spark start-up and the
 digest's own run, on 2 shared cores."""
 STOP_TIMEOUT_S = 90.0
