@@ -294,7 +294,8 @@ def test_a_person_sees_the_digest_rows_and_the_kpi_plot(live_system, tmp_path):
         shots.append(page.screenshot(tmp_path / "stream_run.png"))
 
         page.goto(f"{live.dev.url}/asset-groups")
-        page.wait_for("document.body.innerText.includes('alert_digest')")
+        page.wait_for("document.body.innerText.includes('Global asset lineage')")
+        time.sleep(3)  # the graph lays itself out after the page's text is there
         shots.append(page.screenshot(tmp_path / "lineage.png"))
     for shot in shots:
         assert_painted(shot)
