@@ -73,7 +73,10 @@ class Page:
         """Evaluate ``expression`` until it is truthy; its value. Raises on timeout."""
         deadline = time.monotonic() + timeout_s
         while True:
-            value = self.evaluate(expression)
+            try:
+                value = self.evaluate(expression)
+            except RuntimeError:  # the page is still loading (no document.body yet)
+                value = None
             if value:
                 return value
             if time.monotonic() >= deadline:
