@@ -28,7 +28,7 @@ export DAGSTER_HOME := $(CURDIR)/var/dagster_home
 export SPARK_LOCAL_IP := 127.0.0.1
 export PYSPARK_PYTHON := $(CURDIR)/$(VENV)/bin/python
 
-.PHONY: help setup venv dagster-home demo test test-unit lint dev \
+.PHONY: help setup venv dagster-home demo test test-unit lint dev live \
 	kafka-start kafka-stop kafka-status compose-config setup-ui setup-system \
 	chaos chaos-short fuzz bench bench-smoke models
 
@@ -145,6 +145,12 @@ bench-smoke: setup ## the small benchmark variant (shape and correctness, no fig
 
 models: setup ## LR, RF, GBT x two protocols, no search (--budget 1) -> var/models/comparison.json
 	$(FRAUD_ASSETS) --home "$(CURDIR)" models --budget 1
+
+# LIVE_ARGS passes options through, e.g. make live LIVE_ARGS="--port 3001 --rate 500".
+LIVE_ARGS ?=
+
+live: setup ## the live system: broker, Dagster UI (:3000) + daemon, supervised stream, paced replay (Ctrl-C stops it)
+	$(FRAUD_ASSETS) --home "$(CURDIR)" live $(LIVE_ARGS)
 
 dev: setup ## Dagster UI on http://127.0.0.1:3000
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

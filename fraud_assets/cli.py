@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     from fraud_assets.chaos.cli import register as register_chaos
     from fraud_assets.demo import register as register_demo
     from fraud_assets.kafka.cli import register as register_kafka
+    from fraud_assets.live.cli import register as register_live
     from fraud_assets.modeling.cli import register as register_models
     from fraud_assets.operate.cli import register as register_model
     from fraud_assets.operate.reset import register as register_reset
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_stream(subparsers)
     register_reset(subparsers)
     register_demo(subparsers)
+    register_live(subparsers)
     register_chaos(subparsers)
     register_bench(subparsers)
     return parser

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fraud_assets.core.contracts import ALERTS_TABLE_SCHEMA
@@ -27,9 +27,10 @@ DIGEST_COLUMNS: tuple[str, ...] = (
     "fraud_prob",
     "model_version",
     "scored_at",
+    "top_features",
     "batch_id",
 )
-"""The alert columns shown in the digest tables."""
+"""The alert columns shown in the digest tables (``top_features`` as readable text)."""
 
 _BATCH_DIR = re.compile(r"^batch_id=(\d+)$")
 
@@ -79,7 +80,12 @@ def alert_digest(spark: SparkSession, alerts_table: Path, top: int = 10) -> Aler
         row["model_version"]: int(row["count"])
         for row in table.groupBy("model_version").count().collect()
     }
-    shown = table.select(*DIGEST_COLUMNS)
+    shown = table.select(
+        *[
+            with_top_features_text(name) if name == "top_features" else name
+            for name in DIGEST_COLUMNS
+        ]
+    )
     latest = shown.orderBy(F.desc("scored_at"), F.desc("transaction_id")).limit(top).toPandas()
     largest = (
         shown.orderBy(F.desc_nulls_last("Amount"), F.asc("transaction_id")).limit(top).toPandas()
@@ -98,6 +104,17 @@ def alert_digest(spark: SparkSession, alerts_table: Path, top: int = 10) -> Aler
         latest=latest,
         largest=largest,
     )
+
+
+def with_top_features_text(column: str = "top_features") -> Column:
+    """An alert's explanation as one line, ``V14 (+2.31), V4 (+1.02)``; null when absent."""
+    return F.array_join(
+        F.transform(
+            F.col(column),
+            lambda item: F.format_string("%s (%+.2f)", item["feature"], item["contribution"]),
+        ),
+        ", ",
+    ).alias(column)
 
 
 def _batch_dirs(table: Path) -> list[tuple[int, Path]]:

@@ -35,3 +35,71 @@ def precision_recall_png(sweep: pd.DataFrame, chosen_threshold: float, title: st
     fig.savefig(buffer, format="png")
     plt.close(fig)
     return buffer.getvalue()
+
+
+ROLLING_WINDOWS = 30
+"""KPI windows summed for the rolling precision and recall lines."""
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def kpi_timeseries_png(kpis: pd.DataFrame, title: str = "KPI windows") -> bytes:
+    """Alerts per 1-minute window, and precision and recall per window and rolling.
+
+    ``kpis`` has the KPI table's columns, oldest window first. Per-window precision and
+    recall are dots (noisy: a window holds a handful of alerts); the lines sum ``tp``,
+    ``n_alert`` and ``n_fraud_true`` over the last :data:`ROLLING_WINDOWS` windows.
+    """
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5.5), dpi=90, sharex=True)
+    if kpis.empty:
+        top.text(0.5, 0.5, "no KPI window closed yet", ha="center", transform=top.transAxes)
+    else:
+        x = pd.to_datetime(kpis["window_start"])
+        top.bar(x, kpis["n_alert"], width=1 / 1440, label="alerts", color="tab:red")
+        top.plot(x, kpis["n_fraud_true"], ".", color="black", label="true frauds", markersize=3)
+        top.set_ylabel("per minute")
+        top.legend(loc="upper left")
+        rolling = kpis[["tp", "n_alert", "n_fraud_true"]].rolling(ROLLING_WINDOWS, 1).sum()
+        precision = rolling["tp"] / rolling["n_alert"].where(rolling["n_alert"] > 0)
+        recall = rolling["tp"] / rolling["n_fraud_true"].where(rolling["n_fraud_true"] > 0)
+        bottom.plot(x, kpis["precision"], ".", color="tab:blue", alpha=0.3, markersize=3)
+        bottom.plot(x, kpis["recall"], ".", color="tab:orange", alpha=0.3, markersize=3)
+        bottom.plot(x, precision, color="tab:blue", label=f"precision ({ROLLING_WINDOWS} windows)")
+        bottom.plot(x, recall, color="tab:orange", label=f"recall ({ROLLING_WINDOWS} windows)")
+        bottom.legend(loc="lower left")
+    bottom.set_ylim(-0.02, 1.02)
+    bottom.set_xlabel("window start (event time)")
+    fig.suptitle(title)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    return _png(fig)
+
+
+def stream_health_png(health: pd.DataFrame, title: str = "scoring stream health") -> bytes:
+    """Input and processed rows/s, Kafka lag and batch duration per micro-batch, over time.
+
+    ``health`` has :data:`fraud_assets.core.monitoring.HEALTH_COLUMNS`, oldest first.
+    """
+    fig, (rates, lag, duration) = plt.subplots(3, 1, figsize=(10, 6.5), dpi=90, sharex=True)
+    if health.empty:
+        rates.text(0.5, 0.5, "no micro-batch yet", ha="center", transform=rates.transAxes)
+    else:
+        x = pd.to_datetime(health["timestamp"])
+        rates.plot(x, health["input_rows_per_second"], label="input rows/s")
+        rates.plot(x, health["processed_rows_per_second"], label="processed rows/s")
+        rates.legend(loc="upper left")
+        rates.set_ylabel("rows/s")
+        lag.plot(x, health["kafka_lag"], color="tab:red")
+        lag.set_ylabel("Kafka lag (msgs)")
+        duration.plot(x, health["batch_duration_ms"], color="tab:green")
+        duration.set_ylabel("batch (ms)")
+    duration.set_xlabel("time (UTC)")
+    fig.suptitle(title)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    return _png(fig)

@@ -11,6 +11,7 @@ from fraud_assets.core.contracts import (
     SOURCE_COLUMNS,
 )
 from fraud_assets.core.tables import read_table, write_parquet_atomic
+from fraud_assets.defs.metadata import column_schema
 from fraud_assets.defs.resources import ProjectResource, SparkResource
 from fraud_assets.setup.dataset import verify_dataset
 
@@ -19,6 +20,7 @@ from fraud_assets.setup.dataset import verify_dataset
     group_name="audit",
     kinds={"spark", "parquet"},
     description="Every row of data/creditcard.csv (ULB), with its 0-based source row index.",
+    metadata={"dagster/column_schema": column_schema(RAW_TRANSACTIONS_SCHEMA)},
 )
 def raw_transactions(project: ProjectResource, spark: SparkResource) -> dg.MaterializeResult:
     csv_path = project.paths.dataset_csv
@@ -46,6 +48,7 @@ def raw_transactions(project: ProjectResource, spark: SparkResource) -> dg.Mater
         "One row per distinct transaction: exact duplicates dropped (first kept), "
         "transaction_id = source row index, event_time = 2013-09-01T00:00Z + Time seconds."
     ),
+    metadata={"dagster/column_schema": column_schema(AUDITED_TRANSACTIONS_SCHEMA)},
 )
 def audited_transactions(project: ProjectResource, spark: SparkResource) -> dg.MaterializeResult:
     session = spark.session()

@@ -56,7 +56,10 @@ def alert_digest(project: ProjectResource, spark: SparkResource) -> dg.Materiali
     )
     precision = summary.precision_so_far
     return dg.MaterializeResult(
+        # The tables first: what an analyst reads first (the UI keeps this order).
         metadata={
+            "latest_alerts": table(summary.latest),
+            "largest_amounts": table(summary.largest),
             "dagster/row_count": summary.alerts,
             "alerts": summary.alerts,
             "distinct_transactions": summary.distinct_transactions,
@@ -68,8 +71,6 @@ def alert_digest(project: ProjectResource, spark: SparkResource) -> dg.Materiali
             else dg.MetadataValue.null(),
             "latest_scored_at": summary.latest_scored_at or "",
             "alerts_by_model_version": dg.MetadataValue.json(summary.by_model_version),
-            "latest_alerts": table(summary.latest),
-            "largest_amounts": table(summary.largest),
             "path": dg.MetadataValue.path(str(target)),
         }
     )

@@ -5,6 +5,7 @@ import math
 
 import dagster as dg
 import pandas as pd
+from pyspark.sql import types as T
 
 
 def table(df: pd.DataFrame, max_rows: int = 200) -> dg.TableMetadataValue:
@@ -41,3 +42,24 @@ def png(image: bytes, title: str) -> dg.MarkdownMetadataValue:
     """An inline PNG image (Dagster renders markdown data URIs in the asset view)."""
     encoded = base64.b64encode(image).decode("ascii")
     return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{encoded})")
+
+
+def _spark_type_name(data_type: T.DataType) -> str:
+    return data_type.simpleString()
+
+
+def column_schema(schema: T.StructType) -> dg.TableSchema:
+    """A table's ``dagster/column_schema``: each column of its named Spark schema.
+
+    Not-null columns carry Dagster's ``nullable`` constraint; the type is Spark's name for it.
+    """
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                field.name,
+                _spark_type_name(field.dataType),
+                constraints=dg.TableColumnConstraints(nullable=field.nullable),
+            )
+            for field in schema.fields
+        ]
+    )

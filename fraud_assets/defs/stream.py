@@ -6,19 +6,27 @@ materializations while it runs.
 """
 
 import time
+from datetime import timedelta
 
 import dagster as dg
 from pyspark.sql import SparkSession
 
+from fraud_assets.core.contracts import (
+    ALERTS_TABLE_SCHEMA,
+    KPI_TABLE_SCHEMA,
+    QUARANTINE_TABLE_SCHEMA,
+)
 from fraud_assets.core.kpis import KpiSettings, kpi_overview
+from fraud_assets.core.monitoring import HealthHistory, kpi_history, parquet_rows
 from fraud_assets.core.paths import StreamPaths
+from fraud_assets.core.plots import kpi_timeseries_png, stream_health_png
 from fraud_assets.core.queries import kafka_lag, stream_rates
 from fraud_assets.core.realtime import RealtimeSettings
 from fraud_assets.core.registry import check_compatible
 from fraud_assets.core.spark import require_connector_jars
 from fraud_assets.core.stream import ScoringBatchWriter, StreamSettings, StreamTotals
 from fraud_assets.core.stream_run import RunSettings, ScoringRun
-from fraud_assets.defs.metadata import table
+from fraud_assets.defs.metadata import column_schema, png, table
 from fraud_assets.defs.resources import (
     KafkaResource,
     ProjectResource,
@@ -31,6 +39,16 @@ from fraud_assets.kafka.admin import check_broker_reachable
 STREAM_TAG = "fraud_assets/stream"
 """Run tag limited to one concurrent run in dagster.yaml: at most one scoring stream."""
 
+# Dagster's freshness policies, evaluated by the daemon and shown on each asset: a running
+# stream records `alerts` every report (30 s) and `kpis` whenever windows closed meanwhile
+# (docs/operations.md, "Freshness").
+ALERTS_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(minutes=5), warn_window=timedelta(minutes=2)
+)
+KPIS_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(minutes=15), warn_window=timedelta(minutes=5)
+)
+
 alerts_table = dg.AssetSpec(
     "alerts",
     group_name="stream",
@@ -41,6 +59,8 @@ alerts_table = dg.AssetSpec(
         "partitioned by micro-batch; also produced to Kafka fraud_alerts, keyed by "
         "transaction_id)."
     ),
+    metadata={"dagster/column_schema": column_schema(ALERTS_TABLE_SCHEMA)},
+    freshness_policy=ALERTS_FRESHNESS,
 )
 
 kpi_table = dg.AssetSpec(
@@ -53,6 +73,8 @@ kpi_table = dg.AssetSpec(
         "transactions, alerts, true frauds, TP/FP/FN, precision, recall, rejected messages "
         "(also produced to Kafka fraud_kpis)."
     ),
+    metadata={"dagster/column_schema": column_schema(KPI_TABLE_SCHEMA)},
+    freshness_policy=KPIS_FRESHNESS,
 )
 
 quarantine_table = dg.AssetSpec(
@@ -62,6 +84,7 @@ quarantine_table = dg.AssetSpec(
     deps=[promoted_model],
     description="Messages rejected before scoring, with the reason and their Kafka origin "
     "(also produced to transactions_dlq).",
+    metadata={"dagster/column_schema": column_schema(QUARANTINE_TABLE_SCHEMA)},
 )
 
 
@@ -81,8 +104,19 @@ class ScoringStreamConfig(dg.Config):
 
 
 def _materializations(
-    totals: StreamTotals, since_batches: int, progress: dict | None
+    session: SparkSession,
+    paths: StreamPaths,
+    totals: StreamTotals,
+    since_batches: int,
+    progress: dict | None,
+    health: HealthHistory,
+    lag: int | None,
 ) -> list[dg.AssetMaterialization]:
+    """The alerts and quarantine tables as they are now, with the stream's health.
+
+    The numbers are also plotted over materializations by Dagster itself (the asset's
+    Plots tab); ``stream_health`` plots every micro-batch of this run.
+    """
     new = totals.history[since_batches:]
     last = totals.last_batch
     common = {
@@ -98,6 +132,9 @@ def _materializations(
             asset_key=alerts_table.key,
             metadata={
                 **common,
+                "dagster/row_count": parquet_rows(session, paths.alerts_table, ALERTS_TABLE_SCHEMA),
+                "kafka_lag": dg.MetadataValue.null() if lag is None else lag,
+                "stream_health": png(stream_health_png(health.frame()), "stream health"),
                 "new_alerts": sum(b.alerts for b in new),
                 "new_scored": sum(b.scored for b in new),
                 "alerts_total": totals.alerts,
@@ -108,6 +145,9 @@ def _materializations(
             asset_key=quarantine_table.key,
             metadata={
                 **common,
+                "dagster/row_count": parquet_rows(
+                    session, paths.quarantine_table, QUARANTINE_TABLE_SCHEMA
+                ),
                 "new_rejected": sum(b.invalid for b in new),
                 "rejected_total": totals.invalid,
             },
@@ -118,11 +158,14 @@ def _materializations(
 def _kpi_materialization(
     session: SparkSession, paths: StreamPaths, windows_this_run: int
 ) -> dg.AssetMaterialization:
-    """The KPI table at a glance: totals, overall precision/recall, the newest windows."""
+    """The KPI table at a glance: totals, overall precision/recall, a plot, the newest windows."""
     overview, newest = kpi_overview(session, paths.kpi_table)
+    plot = kpi_timeseries_png(kpi_history(session, paths.kpi_table), "KPI windows (newest 360)")
     return dg.AssetMaterialization(
         asset_key=kpi_table.key,
         metadata={
+            "dagster/row_count": overview["windows_total"],
+            "kpi_plot": png(plot, "KPI windows"),
             "windows_emitted_this_run": windows_this_run,
             **overview,
             "newest_windows": table(newest.round(4)),
@@ -186,19 +229,25 @@ def run_scoring_stream(
     reported = 0
     last_report = time.monotonic()
     kpi_windows_reported = 0
+    health = HealthHistory()
 
     def report() -> None:
         nonlocal reported, last_report, kpi_windows_reported
         progress = run.scoring.lastProgress if run.scoring is not None else None
-        if writer.totals.batches > reported:
-            for event in _materializations(writer.totals, reported, progress):
-                context.log_event(event)
-            reported = writer.totals.batches
+        if run.scoring is not None:
+            health.add(run.scoring.recentProgress)
         try:
             lag = kafka_lag(progress, kafka_settings)
         except Exception as error:  # observability must never stop the stream
             context.log.warning(f"could not read Kafka lag: {error}")
             lag = None
+        if writer.totals.batches > reported:
+            total_lag = sum(lag.values()) if lag is not None else None
+            for event in _materializations(
+                session, paths, writer.totals, reported, progress, health, total_lag
+            ):
+                context.log_event(event)
+            reported = writer.totals.batches
         if lag is not None:
             context.log_event(
                 dg.AssetObservation(
@@ -213,7 +262,10 @@ def run_scoring_stream(
         last_report = time.monotonic()
 
     def on_poll() -> None:
-        if time.monotonic() - last_report >= config.report_every_seconds:
+        # The first committed batch is reported at once: the UI shows the run at work from
+        # its first micro-batch, then every report_every_seconds.
+        first = reported == 0 and writer.totals.batches > 0
+        if first or time.monotonic() - last_report >= config.report_every_seconds:
             report()
 
     # Terminating the run raises DagsterExecutionInterruptedError here; the run stops its

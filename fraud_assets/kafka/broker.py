@@ -296,7 +296,7 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def _parent_death_signal_setter() -> Callable[[], None]:
+def parent_death_signal_setter() -> Callable[[], None]:
     """A ``preexec_fn`` making the child receive SIGTERM when its parent thread dies.
 
     ``prctl`` is resolved here, before the fork, so that the child only makes the call.
@@ -312,6 +312,10 @@ def _parent_death_signal_setter() -> Callable[[], None]:
             os.kill(os.getpid(), signal.SIGTERM)
 
     return set_parent_death_signal
+
+
+_parent_death_signal_setter = parent_death_signal_setter
+"""The former private name, still imported by ``chaos/harness.py``."""
 
 
 # --- the broker ---------------------------------------------------------------------------
@@ -645,7 +649,7 @@ class EmbeddedKafka:
                 # Own session: a Ctrl-C in the terminal reaches the CLI, which stops the
                 # broker cleanly, and a detached broker survives the terminal closing.
                 start_new_session=True,
-                preexec_fn=_parent_death_signal_setter() if self.tie_to_parent else None,
+                preexec_fn=parent_death_signal_setter() if self.tie_to_parent else None,
             )
         finally:
             console.close()

@@ -172,10 +172,12 @@ def read_audited_rows(
     limit: int | None = None,
     transaction_ids: set[str] | None = None,
     batch_size: int = 10_000,
+    offset: int = 0,
 ) -> tuple[int, Iterator[dict[str, Any]]]:
     """The audited rows to replay, ordered by ``row_index``: ``(count, rows)``.
 
     Reads a Parquet folder written by Spark (``_SUCCESS`` and hidden files are ignored).
+    ``offset`` skips the first rows (after the id filter), ``limit`` keeps the next ones.
 
     Raises:
         ReplayError: The folder does not exist, or lacks the audited columns.
@@ -195,8 +197,7 @@ def read_audited_rows(
         row_filter = ds.field("transaction_id").isin(sorted(transaction_ids))
     table = dataset.to_table(columns=list(_AUDITED_COLUMNS), filter=row_filter)
     table = table.take(pc.sort_indices(table, sort_keys=[("row_index", "ascending")]))
-    if limit is not None:
-        table = table.slice(0, max(0, limit))
+    table = table.slice(max(0, offset), None if limit is None else max(0, limit))
 
     def rows() -> Iterator[dict[str, Any]]:
         for batch in table.to_batches(max_chunksize=batch_size):
@@ -248,6 +249,9 @@ def replay(
     progress: bool = True,
     transaction_ids: set[str] | None = None,
     flush_timeout_s: float = 120.0,
+    offset: int = 0,
+    transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    stop_requested: Callable[[], bool] = lambda: False,
 ) -> ReplayResult:
     """Send the audited transactions to ``topic``, in ``row_index`` order.
 
@@ -261,6 +265,11 @@ def replay(
         progress: Show a progress bar (only when stderr is a terminal).
         transaction_ids: Send only these transactions.
         flush_timeout_s: How long to wait for the last acknowledgements.
+        offset: Skip the first ``offset`` rows (after the id filter): resume a replay.
+        transform: Applied to each row before it becomes a message (the live replay's
+            laps give the rows fresh ids and later event times).
+        stop_requested: Checked before each send; once true, the replay stops early and
+            returns what was acknowledged so far.
 
     Returns:
         Counts and timing of the acknowledged messages.
@@ -279,7 +288,7 @@ def replay(
             "(`fraud-assets kafka start` creates the project topics)"
         )
     total, rows = read_audited_rows(
-        Path(audited_parquet), limit=limit, transaction_ids=transaction_ids
+        Path(audited_parquet), limit=limit, transaction_ids=transaction_ids, offset=offset
     )
     producer = KafkaProducer(
         **KafkaSettings.of(bootstrap_servers).client_kwargs(),
@@ -301,7 +310,11 @@ def replay(
             for row in rows:
                 if tracker.failed:
                     break  # stop early: the result will be an error anyway
+                if stop_requested():
+                    break
                 bucket.wait()
+                if transform is not None:
+                    row = transform(row)
                 key, value = encode_message(transaction_message(row))
                 future = producer.send(topic, key=key, value=value)
                 future.add_callback(tracker.on_success)

@@ -20,6 +20,7 @@ import pytest
 from matplotlib import image as mpimg
 
 from fraud_assets.core.paths import ProjectPaths
+from fraud_assets_tests.cdp import CHROMIUM, CHROMIUM_FLAGS
 from fraud_assets_tests.dagster_dev import (
     REPO_ROOT,
     DagsterDev,
@@ -29,19 +30,6 @@ from fraud_assets_tests.dagster_dev import (
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Checked on this machine: headless without a sandbox (root, no user namespaces), no GPU,
-# and nothing that phones home or updates itself during a test.
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-)
 VIRTUAL_TIME_BUDGET_MS = 15_000
 RENDER_TIMEOUT_S = 90.0
 """How long one Chromium invocation may take (virtual time is usually ~3-5 s of wall)."""

@@ -111,3 +111,36 @@ def test_dagster_cli_validates_the_workspace(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "fraud_assets" in result.stdout + result.stderr
+
+
+TABLE_SCHEMAS = {
+    "raw_transactions": "RAW_TRANSACTIONS_SCHEMA",
+    "audited_transactions": "AUDITED_TRANSACTIONS_SCHEMA",
+    "alerts": "ALERTS_TABLE_SCHEMA",
+    "kpis": "KPI_TABLE_SCHEMA",
+    "quarantine": "QUARANTINE_TABLE_SCHEMA",
+}
+"""Every table asset and the named Spark schema its column schema must follow."""
+
+
+def test_every_table_asset_declares_its_contract_columns():
+    from fraud_assets.core import contracts
+
+    graph = load().resolve_asset_graph()
+    for name, schema_name in TABLE_SCHEMAS.items():
+        declared = graph.get(dg.AssetKey(name)).metadata["dagster/column_schema"]
+        declared = getattr(declared, "schema", declared)  # the value, or its TableSchema
+        schema = getattr(contracts, schema_name)
+        assert [c.name for c in declared.columns] == schema.fieldNames(), name
+        nullable = {c.name: c.constraints.nullable for c in declared.columns}
+        assert nullable == {f.name: f.nullable for f in schema.fields}, name
+
+
+def test_alerts_and_kpis_have_dagster_freshness_policies():
+    graph = load().resolve_asset_graph()
+    alerts = graph.get(dg.AssetKey("alerts")).freshness_policy
+    kpis = graph.get(dg.AssetKey("kpis")).freshness_policy
+    assert alerts.fail_window.to_timedelta().total_seconds() == 300
+    assert alerts.warn_window.to_timedelta().total_seconds() == 120
+    assert kpis.fail_window.to_timedelta().total_seconds() == 900
+    assert graph.get(dg.AssetKey("quarantine")).freshness_policy is None

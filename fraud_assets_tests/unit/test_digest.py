@@ -124,3 +124,20 @@ def test_sink_audit_separates_lost_in_flight_and_kafka_only_ids():
     clean = digest.audit_alert_sinks(["a", "b"], ["b", "a", "b"])
     assert clean.kafka_complete and clean.parquet_complete
     assert not digest.audit_alert_sinks(["a"], ["a"], malformed_kafka_records=1).kafka_complete
+
+
+def test_digest_tables_show_each_alerts_top_features_as_text(spark, tmp_path):
+    table = tmp_path / "alerts"
+    explained = {
+        **alert_row(1, 10.0, 1, 0),
+        "top_features": [
+            {"feature": "V14", "contribution": 2.312},
+            {"feature": "V4", "contribution": -1.0},
+        ],
+    }
+    write_batches(spark, table, {0: [explained, alert_row(2, 5.0, 0, 0)]})
+    summary = digest.alert_digest(spark, table)
+    largest = summary.largest
+    shown = dict(zip(largest["transaction_id"], largest["top_features"], strict=True))
+    assert shown["tx-1"] == "V14 (+2.31), V4 (-1.00)"
+    assert shown["tx-2"] is None  # written before explanations existed

@@ -14,6 +14,7 @@ import yaml
 
 from fraud_assets.core.registry import write_json_atomic
 from fraud_assets.core.supervision import SupervisorState
+from fraud_assets.definitions import load_definitions
 from fraud_assets.defs.resources import ProjectResource
 from fraud_assets.defs.stream import STREAM_TAG, alerts_table, scoring_stream
 from fraud_assets.defs.supervise import (
@@ -202,3 +203,26 @@ def test_alert_materialization_requests_one_digest_refresh(instance):
     )
     assert len(newer.run_requests) == 1
     assert newer.run_requests[0].run_key != request.run_key
+
+
+def test_no_digest_refresh_while_one_is_in_progress(instance):
+    instance.report_runless_asset_event(dg.AssetMaterialization(alerts_table.key))
+    first = alert_digest_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+    [request] = first.run_requests
+    job = load_definitions().get_job_def("refresh_alert_digest")
+    running = instance.create_run_for_job(job_def=job)
+    start(instance, running)
+
+    instance.report_runless_asset_event(dg.AssetMaterialization(alerts_table.key))
+    busy = alert_digest_sensor.evaluate_tick(
+        dg.build_sensor_context(instance=instance, cursor=first.cursor)
+    )
+    assert busy.run_requests == []
+    assert running.run_id in busy.skip_message
+
+    record(instance, running, dg.DagsterEventType.RUN_SUCCESS)
+    instance.report_runless_asset_event(dg.AssetMaterialization(alerts_table.key))
+    free = alert_digest_sensor.evaluate_tick(
+        dg.build_sensor_context(instance=instance, cursor=busy.cursor or first.cursor)
+    )
+    assert len(free.run_requests) == 1
