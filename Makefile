@@ -28,7 +28,7 @@ export DAGSTER_HOME := $(CURDIR)/var/dagster_home
 export SPARK_LOCAL_IP := 127.0.0.1
 export PYSPARK_PYTHON := $(CURDIR)/$(VENV)/bin/python
 
-.PHONY: help setup venv dagster-home demo test test-unit lint dev live \
+.PHONY: help setup venv dagster-home demo test test-live test-unit lint dev live \
 	kafka-start kafka-stop kafka-status compose-config setup-ui setup-system \
 	chaos chaos-short fuzz bench bench-smoke models
 
@@ -80,6 +80,9 @@ demo: setup ## run the pipeline end to end (starts and stops its own Kafka broke
 
 test: setup setup-system ## unit + integration tests (the tests start their own broker)
 	$(VENV_PY) -m pytest
+
+test-live: setup setup-system ## the live system in a browser (fraud-assets live, ~7 min; not in make test)
+	$(VENV_PY) -m pytest -m live fraud_assets_tests/integration/test_live.py
 
 test-unit: setup ## unit tests only (no broker)
 	$(VENV_PY) -m pytest fraud_assets_tests/unit

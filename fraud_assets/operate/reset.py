@@ -44,8 +44,11 @@ read it) became the ledger. A reset after an upgrade moves them with the rest.""
 
 
 def stream_state(paths: ProjectPaths) -> list[Path]:
-    """The checkpoints and the tables the stream writes, as :class:`StreamPaths` names them
-    (and the tables of earlier versions, :data:`LEGACY_STREAM_TABLES`)."""
+    """The checkpoints and the tables the stream writes.
+
+    As :class:`StreamPaths` names them, and the tables of earlier versions
+    (:data:`LEGACY_STREAM_TABLES`).
+    """
     stream = StreamPaths.under(paths.tables_dir, paths.checkpoints_dir)
     current = [getattr(stream, item.name) for item in fields(StreamPaths)]
     return current + [paths.tables_dir / name for name in LEGACY_STREAM_TABLES]

@@ -33,7 +33,9 @@ from fraud_assets_tests.cdp import chromium_page
 from fraud_assets_tests.dagster_dev import DagsterDev, log_tail, wait_until
 from fraud_assets_tests.integration.test_bench_smoke import processes_with
 
-pytestmark = pytest.mark.integration
+# The long variant (about 7 minutes: training, the daemon's first stream run, a browser):
+# `make test-live`, not `make test`.
+pytestmark = [pytest.mark.integration, pytest.mark.live]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTEFACTS = REPO_ROOT / "var" / "test-artefacts" / "live"
