@@ -90,6 +90,17 @@ class Page:
         return target
 
 
+def stop_chromium(process: subprocess.Popen, profile: Path | str) -> None:
+    """Kill a Chromium this test started (its own session: the whole process group, by its
+    PID) and remove its throwaway profile."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=10)
+    shutil.rmtree(profile, ignore_errors=True)
+
+
 @contextmanager
 def chromium_page() -> Iterator[Page]:
     """A fresh headless Chromium (new profile) and its first tab."""
@@ -137,9 +148,4 @@ def chromium_page() -> Iterator[Page]:
             )
             yield page
     finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(timeout=10)
-        shutil.rmtree(profile, ignore_errors=True)
+        stop_chromium(process, profile)

@@ -6,9 +6,7 @@ for the asset and op names as text nodes. Screenshots are kept in ``var/ui/`` (a
 test's tmp dir) for a person to look at; a blank screenshot fails the test.
 """
 
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -20,7 +18,7 @@ import pytest
 from matplotlib import image as mpimg
 
 from fraud_assets.core.paths import ProjectPaths
-from fraud_assets_tests.cdp import CHROMIUM, CHROMIUM_FLAGS
+from fraud_assets_tests.cdp import CHROMIUM, CHROMIUM_FLAGS, stop_chromium
 from fraud_assets_tests.dagster_dev import (
     REPO_ROOT,
     DagsterDev,
@@ -107,12 +105,7 @@ def run_chromium(url: str, *options: str) -> str:
         timed_out = True
         stdout, stderr = b"", b""
     finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(timeout=10)
-        shutil.rmtree(profile, ignore_errors=True)
+        stop_chromium(process, profile)
     if timed_out or process.returncode != 0:
         tail = stderr.decode(errors="replace").splitlines()[-15:]
         reason = f"timed out after {RENDER_TIMEOUT_S:.0f} s" if timed_out else "failed"
