@@ -229,10 +229,16 @@ def materialize_batch_stages(
     timings: dict[str, float],
     tag: str = "fraud_assets/demo",
     verbose: bool = False,
+    op_config: dict[str, dict[str, Any]] | None = None,
 ) -> None:
-    """Materialize audit -> train -> select (with their checks), one stage at a time."""
+    """Materialize audit -> train -> select (with their checks), one stage at a time.
+
+    ``op_config`` is the config of some of those assets by name, e.g.
+    ``{"fraud_model": {"algorithms": ["lr"]}}``; the others keep their defaults.
+    """
     assets = [*definitions.assets, *definitions.asset_checks]
     for stage, keys in BATCH_STAGES:
+        ops = {key: {"config": config} for key, config in (op_config or {}).items() if key in keys}
         with timed(timings, stage):
             log.info("%s: materializing %s and their checks", stage, ", ".join(keys))
             dg.materialize(
@@ -242,7 +248,7 @@ def materialize_batch_stages(
                 resources=resources,
                 instance=instance,
                 tags={tag: stage},
-                run_config=dagster_run_config(verbose),
+                run_config={**dagster_run_config(verbose), **({"ops": ops} if ops else {})},
             )
 
 

@@ -22,6 +22,17 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * fraction
 
 
+def first_latencies(
+    created_ms: Mapping[str, int], alerts: Iterable[tuple[str, int]]
+) -> list[tuple[int, int]]:
+    """(send time ms, latency ms) of each timed input's first alert (duplicates ignored)."""
+    first: dict[str, int] = {}
+    for transaction_id, timestamp_ms in alerts:
+        if transaction_id in created_ms:
+            first[transaction_id] = min(timestamp_ms, first.get(transaction_id, timestamp_ms))
+    return sorted((created_ms[t], first[t] - created_ms[t]) for t in first)
+
+
 def latency_summary(
     created_ms: Mapping[str, int], alerts: Iterable[tuple[str, int]]
 ) -> dict[str, object]:
@@ -32,11 +43,7 @@ def latency_summary(
     Inputs without an alert are counted as ``missing``: percentiles over the delivered
     alerts only would flatter a pipeline that fell behind.
     """
-    first: dict[str, int] = {}
-    for transaction_id, timestamp_ms in alerts:
-        if transaction_id in created_ms:
-            first[transaction_id] = min(timestamp_ms, first.get(transaction_id, timestamp_ms))
-    latencies = sorted(float(first[t] - created_ms[t]) for t in first)
+    latencies = sorted(float(latency) for _, latency in first_latencies(created_ms, alerts))
     summary: dict[str, object] = {
         "timed": len(created_ms),
         "delivered": len(latencies),

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fraud_assets.bench import generator
-from fraud_assets.bench.latency import ResourceSampler, latency_summary
+from fraud_assets.bench.latency import ResourceSampler, first_latencies, latency_summary
 from fraud_assets.core.queries import kafka_lag
 from fraud_assets.core.settings import KafkaSettings
 from fraud_assets.kafka.io import produce_messages
@@ -190,6 +190,8 @@ def paced_run(
         created = produced["create_ms"]
         alerts = tail.read(set(created), max(30.0, seconds))
     summary = latency_summary(created, alerts)
+    # Every timed alert's (send time, latency), for a timeline of where the slow ones fall.
+    (work_dir / f"{prefix}-latencies.json").write_text(json.dumps(first_latencies(created, alerts)))
     if lag is not None:
         summary["microbatch_lag"] = lag.summary()
     return summary, produced["result"]

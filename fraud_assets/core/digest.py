@@ -1,6 +1,7 @@
 """What the alerts say so far: a digest for people, and an audit of the two alert sinks.
 
-The digest reads the Parquet alerts table (exactly-once per micro-batch). The audit
+The digest reads the Parquet alerts table (exactly-once per micro-batch) with pyarrow: it is
+small, and a digest run needs no Spark session. The audit
 compares its distinct transaction ids with those in the Kafka ``fraud_alerts`` topic
 (at-least-once). A batch is committed to Parquet first and produced to Kafka second, and
 its batch log is written last: ids of a Parquet partition without a batch log may still be
@@ -10,12 +11,16 @@ partition is recent.
 
 import re
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from pyspark.sql import Column, DataFrame, SparkSession
+import pyarrow as pa
+import pyarrow.dataset as pads
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_schema
 
 from fraud_assets.core.contracts import ALERTS_TABLE_SCHEMA
 
@@ -63,58 +68,83 @@ def read_alerts(spark: SparkSession, alerts_table: Path) -> DataFrame | None:
     return spark.read.schema(ALERTS_TABLE_SCHEMA).parquet(str(alerts_table))
 
 
-def alert_digest(spark: SparkSession, alerts_table: Path, top: int = 10) -> AlertDigest:
+def _nullable(data_type: pa.DataType) -> pa.DataType:
+    """``data_type`` with every nested field nullable, as Spark writes Parquet."""
+    if pa.types.is_list(data_type):
+        item = data_type.value_field
+        return pa.list_(pa.field(item.name, _nullable(item.type)))
+    if pa.types.is_struct(data_type):
+        return pa.struct([pa.field(f.name, _nullable(f.type)) for f in data_type])
+    return data_type
+
+
+ALERTS_ARROW_SCHEMA = pa.schema(
+    [
+        pa.field(f.name, _nullable(f.type))
+        for f in to_arrow_schema(ALERTS_TABLE_SCHEMA, timezone="UTC")
+    ]
+)
+"""The alerts table's contract as an Arrow schema (columns an old partition lacks are null)."""
+
+
+def read_alerts_frame(alerts_table: Path, columns: list[str]) -> pd.DataFrame | None:
+    """``columns`` of the Parquet alerts table as pandas, or None before the first batch.
+
+    Read with pyarrow, not Spark: the digest of a table of alerts (a few hundred rows a day)
+    takes milliseconds this way, where starting a Spark session for it took 15-30 s of the
+    digest run (``docs/operations.md``, live system). Timestamps are UTC, tz-naive, as
+    Spark's ``toPandas`` gives them with the session time zone UTC.
+    """
+    if not alerts_table.exists() or not any(_batch_dirs(alerts_table)):
+        return None
+    dataset = pads.dataset(
+        str(alerts_table), format="parquet", partitioning="hive", schema=ALERTS_ARROW_SCHEMA
+    )
+    frame = dataset.to_table(columns=columns).to_pandas()
+    for name in frame.columns:
+        if isinstance(frame[name].dtype, pd.DatetimeTZDtype):
+            frame[name] = frame[name].dt.tz_convert("UTC").dt.tz_localize(None)
+    return frame
+
+
+def alert_digest(alerts_table: Path, top: int = 10) -> AlertDigest:
     """Summarise the alerts table (an empty digest when it does not exist yet)."""
-    table = read_alerts(spark, alerts_table)
+    table = read_alerts_frame(alerts_table, list(DIGEST_COLUMNS))
     if table is None:
         empty = pd.DataFrame(columns=list(DIGEST_COLUMNS))
         return AlertDigest(0, 0, 0, 0, None, None, {}, empty, empty)
-    totals = table.agg(
-        F.count(F.lit(1)).alias("alerts"),
-        F.count_distinct("transaction_id").alias("distinct_transactions"),
-        F.count("Class").alias("labelled"),
-        F.count_if(F.col("Class") == 1).alias("true_frauds"),
-        F.max("scored_at").alias("latest_scored_at"),
-    ).first()
-    by_version = {
-        row["model_version"]: int(row["count"])
-        for row in table.groupBy("model_version").count().collect()
-    }
-    shown = table.select(
-        *[
-            with_top_features_text(name) if name == "top_features" else name
-            for name in DIGEST_COLUMNS
-        ]
-    )
-    latest = shown.orderBy(F.desc("scored_at"), F.desc("transaction_id")).limit(top).toPandas()
-    largest = (
-        shown.orderBy(F.desc_nulls_last("Amount"), F.asc("transaction_id")).limit(top).toPandas()
-    )
-    labelled = int(totals["labelled"])
-    true_frauds = int(totals["true_frauds"])
-    latest_scored_at = totals["latest_scored_at"]
+    shown = table.assign(top_features=table["top_features"].map(top_features_text))
+    latest = shown.sort_values(
+        ["scored_at", "transaction_id"], ascending=[False, False], kind="mergesort"
+    ).head(top)
+    # Largest amounts first, unknown amounts last, ties by transaction id.
+    largest = shown.sort_values(
+        ["Amount", "transaction_id"], ascending=[False, True], na_position="last", kind="mergesort"
+    ).head(top)
+    labelled = int(table["Class"].notna().sum())
+    true_frauds = int((table["Class"] == 1).sum())
+    latest_scored_at = table["scored_at"].max()
     return AlertDigest(
-        alerts=int(totals["alerts"]),
-        distinct_transactions=int(totals["distinct_transactions"]),
+        alerts=len(table),
+        distinct_transactions=int(table["transaction_id"].nunique()),
         labelled=labelled,
         true_frauds=true_frauds,
         precision_so_far=true_frauds / labelled if labelled else None,
-        latest_scored_at=latest_scored_at.isoformat() if latest_scored_at else None,
-        by_model_version=by_version,
-        latest=latest,
-        largest=largest,
+        latest_scored_at=latest_scored_at.isoformat() if pd.notna(latest_scored_at) else None,
+        by_model_version={
+            str(version): int(count)
+            for version, count in table["model_version"].value_counts(sort=False).items()
+        },
+        latest=latest.reset_index(drop=True),
+        largest=largest.reset_index(drop=True),
     )
 
 
-def with_top_features_text(column: str = "top_features") -> Column:
-    """An alert's explanation as one line, ``V14 (+2.31), V4 (+1.02)``; null when absent."""
-    return F.array_join(
-        F.transform(
-            F.col(column),
-            lambda item: F.format_string("%s (%+.2f)", item["feature"], item["contribution"]),
-        ),
-        ", ",
-    ).alias(column)
+def top_features_text(features: Sequence[Mapping] | None) -> str | None:
+    """An alert's explanation as one line, ``V14 (+2.31), V4 (+1.02)``; None when absent."""
+    if features is None:
+        return None
+    return ", ".join(f"{item['feature']} ({item['contribution']:+.2f})" for item in features)
 
 
 def _batch_dirs(table: Path) -> list[tuple[int, Path]]:

@@ -26,7 +26,7 @@ KAFKA_READ_TIMEOUT_SECONDS = 120.0
 
 @dg.asset(
     group_name="audits",
-    kinds={"spark", "json"},
+    kinds={"pandas", "json"},
     deps=[alerts_table],
     description=(
         "The alerts so far at a glance: how many, the latest and the largest, and precision "
@@ -34,10 +34,8 @@ KAFKA_READ_TIMEOUT_SECONDS = 120.0
         "written to alert_digest.json."
     ),
 )
-def alert_digest(project: ProjectResource, spark: SparkResource) -> dg.MaterializeResult:
-    summary = digest.alert_digest(
-        spark.session(), project.stream_paths.alerts_table, top=DIGEST_TOP
-    )
+def alert_digest(project: ProjectResource) -> dg.MaterializeResult:
+    summary = digest.alert_digest(project.stream_paths.alerts_table, top=DIGEST_TOP)
     target = project.table("alert_digest.json")
     write_json_atomic(
         target,

@@ -262,9 +262,13 @@ def run_scoring_stream(
         last_report = time.monotonic()
 
     def on_poll() -> None:
-        # The first committed batch is reported at once: the UI shows the run at work from
-        # its first micro-batch, then every report_every_seconds.
-        first = reported == 0 and writer.totals.batches > 0
+        # The first committed batch and the first closed KPI windows are reported at once:
+        # the UI shows the run at work from its first micro-batch, then every
+        # report_every_seconds.
+        kpi_writer = run.kpi_writer
+        first = (reported == 0 and writer.totals.batches > 0) or (
+            kpi_windows_reported == 0 and kpi_writer is not None and kpi_writer.windows > 0
+        )
         if first or time.monotonic() - last_report >= config.report_every_seconds:
             report()
 

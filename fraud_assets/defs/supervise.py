@@ -108,14 +108,14 @@ DIGEST_IN_PROGRESS = [
 @dg.asset_sensor(
     asset_key=alerts_table.key,
     job=alert_digest_job,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=10,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Refreshes alert_digest after new alerts are recorded (at most one run per "
     "tick, however many alert materializations arrived meanwhile, and none while a refresh "
     "is still in progress: the stream records alerts every 30 s, the next tick catches up).",
 )
 def alert_digest_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
-    # A refresh starts its own Spark session (seconds to tens of seconds on a busy machine):
+    # A refresh is a run of its own (a process loading the code, seconds on a busy machine):
     # one launched per alert materialization would pile up behind each other.
     busy = context.instance.get_run_records(
         filters=dg.RunsFilter(job_name=alert_digest_job.name, statuses=DIGEST_IN_PROGRESS),

@@ -463,7 +463,14 @@ def run_live(options: LiveOptions) -> None:
             time.sleep(2.0)
 
 
+FIRST_TRAINING = {"fraud_model": {"algorithms": ["lr"]}}
+"""What the live system trains when no model is promoted: the logistic regression alone
+(the model real-time delivery runs, and the quickest to fit). Materializing ``fraud_model``
+from the UI trains the full set and the selection promotes the best."""
+
+
 def _train(project, kafka, instance, options: LiveOptions, milestones: Milestones) -> None:
+    from fraud_assets.core.spark import stop_spark
     from fraud_assets.definitions import load_definitions
     from fraud_assets.defs.resources import build_resources
 
@@ -477,35 +484,13 @@ def _train(project, kafka, instance, options: LiveOptions, milestones: Milestone
             timings,
             tag=LIVE_TAG,
             verbose=options.verbose,
+            op_config=FIRST_TRAINING,
         )
     finally:
-        _stop_spark_jvm()
+        # The stream and digest runs have their own Spark: this process keeps no JVM.
+        stop_spark()
     milestones.mark("model_promoted")
     log.info("model: promoted (%s)", "  ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
-
-
-def _stop_spark_jvm() -> None:
-    """Stop this process's Spark session and its JVM: the stream and digest runs have theirs.
-
-    ``SparkSession.stop()`` leaves PySpark's gateway JVM running for the life of the
-    process; it is shut down here so that it holds no memory while the system runs.
-    """
-    from pyspark import SparkContext
-    from pyspark.sql import SparkSession
-
-    session = SparkSession.getActiveSession()
-    if session is not None:
-        session.stop()
-    gateway = SparkContext._gateway
-    if gateway is None:
-        return
-    gateway.shutdown()
-    process = getattr(gateway, "proc", None)
-    if process is not None:
-        process.terminate()
-        process.wait(timeout=30)
-    SparkContext._gateway = None
-    SparkContext._jvm = None
 
 
 def _write_status(options: LiveOptions, milestones: Milestones, version: str) -> None:

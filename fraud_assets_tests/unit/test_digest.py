@@ -13,7 +13,7 @@ from fraud_assets.core.contracts import ALERT_SCHEMA
 from fraud_assets.core.registry import write_json_atomic
 from fraud_assets.core.sinks import commit_batch_partition
 from fraud_assets.defs.audits import alert_digest
-from fraud_assets.defs.resources import ProjectResource, SparkResource
+from fraud_assets.defs.resources import ProjectResource
 from fraud_assets_tests.conftest import REPO_ROOT
 
 SCORED_AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -46,7 +46,7 @@ def project(tmp_path) -> ProjectResource:
 
 
 def test_digest_of_a_missing_table_is_empty(spark, tmp_path):
-    summary = digest.alert_digest(spark, tmp_path / "alerts")
+    summary = digest.alert_digest(tmp_path / "alerts")
     assert summary.alerts == 0
     assert summary.precision_so_far is None
     assert summary.latest.empty and summary.largest.empty
@@ -62,7 +62,7 @@ def test_digest_counts_orders_and_precision_over_labelled_alerts(spark, tmp_path
             1: [alert_row(3, 42.5, None, 1), alert_row(4, 7.0, 1, 1), alert_row(5, 99.0, 1, 1)],
         },
     )
-    summary = digest.alert_digest(spark, table, top=2)
+    summary = digest.alert_digest(table, top=2)
     assert summary.alerts == 5
     assert summary.distinct_transactions == 5
     assert summary.labelled == 4  # tx-3 has no label yet
@@ -80,7 +80,7 @@ def test_alert_digest_asset_reports_a_table_and_writes_its_json(spark, project):
         project.stream_paths.alerts_table,
         {0: [alert_row(1, 10.0, 1, 0), alert_row(2, 500.0, 0, 0)]},
     )
-    result = alert_digest(project=project, spark=SparkResource(home=str(REPO_ROOT)))
+    result = alert_digest(project=project)
     metadata = result.metadata
     assert metadata["alerts"] == 2
     assert metadata["precision_so_far"] == dg.MetadataValue.float(0.5)
@@ -136,7 +136,7 @@ def test_digest_tables_show_each_alerts_top_features_as_text(spark, tmp_path):
         ],
     }
     write_batches(spark, table, {0: [explained, alert_row(2, 5.0, 0, 0)]})
-    summary = digest.alert_digest(spark, table)
+    summary = digest.alert_digest(table)
     largest = summary.largest
     shown = dict(zip(largest["transaction_id"], largest["top_features"], strict=True))
     assert shown["tx-1"] == "V14 (+2.31), V4 (-1.00)"
