@@ -33,21 +33,18 @@ def first_latencies(
     return sorted((created_ms[t], first[t] - created_ms[t]) for t in first)
 
 
-def latency_summary(
-    created_ms: Mapping[str, int], alerts: Iterable[tuple[str, int]]
-) -> dict[str, object]:
+def latency_summary(timed: int, first: Iterable[tuple[int, int]]) -> dict[str, object]:
     """p50/p95/p99/p99.9 (ms) from each input's CreateTime to its first alert's timestamp.
 
-    ``created_ms`` holds the timed inputs by transaction id; ``alerts`` is
-    ``(transaction_id, alert timestamp ms)`` (re-sent duplicates: the first one counts).
-    Inputs without an alert are counted as ``missing``: percentiles over the delivered
-    alerts only would flatter a pipeline that fell behind.
+    ``timed`` is how many timed inputs were sent; ``first`` is :func:`first_latencies` of
+    their alerts. Inputs without an alert are counted as ``missing``: percentiles over the
+    delivered alerts only would flatter a pipeline that fell behind.
     """
-    latencies = sorted(float(latency) for _, latency in first_latencies(created_ms, alerts))
+    latencies = sorted(float(latency) for _, latency in first)
     summary: dict[str, object] = {
-        "timed": len(created_ms),
+        "timed": timed,
         "delivered": len(latencies),
-        "missing": len(created_ms) - len(latencies),
+        "missing": timed - len(latencies),
     }
     if latencies:
         summary |= {

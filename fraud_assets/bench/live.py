@@ -189,9 +189,10 @@ def paced_run(
         produced = json.loads(result.read_text())
         created = produced["create_ms"]
         alerts = tail.read(set(created), max(30.0, seconds))
-    summary = latency_summary(created, alerts)
+    first = first_latencies(created, alerts)
+    summary = latency_summary(len(created), first)
     # Every timed alert's (send time, latency), for a timeline of where the slow ones fall.
-    (work_dir / f"{prefix}-latencies.json").write_text(json.dumps(first_latencies(created, alerts)))
+    (work_dir / f"{prefix}-latencies.json").write_text(json.dumps(first))
     if lag is not None:
         summary["microbatch_lag"] = lag.summary()
     return summary, produced["result"]
