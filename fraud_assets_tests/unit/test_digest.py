@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
+from pyspark.sql import types as T
 
 from fraud_assets.core import digest
 from fraud_assets.core.contracts import ALERT_SCHEMA
@@ -141,3 +142,20 @@ def test_digest_tables_show_each_alerts_top_features_as_text(spark, tmp_path):
     shown = dict(zip(largest["transaction_id"], largest["top_features"], strict=True))
     assert shown["tx-1"] == "V14 (+2.31), V4 (-1.00)"
     assert shown["tx-2"] is None  # written before explanations existed
+
+
+def test_digest_reads_partitions_written_before_a_column_existed(spark, tmp_path):
+    table = tmp_path / "alerts"
+    old_schema = T.StructType([f for f in ALERT_SCHEMA.fields if f.name != "top_features"])
+    old_row = {k: v for k, v in alert_row(1, 10.0, 1, 0).items() if k != "top_features"}
+    commit_batch_partition(spark.createDataFrame([old_row], old_schema), table, 0)
+    explained = {
+        **alert_row(2, 20.0, 0, 1),
+        "top_features": [{"feature": "V14", "contribution": 1.5}],
+    }
+    write_batches(spark, table, {1: [explained]})
+    summary = digest.alert_digest(table)
+    largest = summary.largest
+    shown = dict(zip(largest["transaction_id"], largest["top_features"], strict=True))
+    assert shown == {"tx-2": "V14 (+1.50)", "tx-1": None}
+    assert list(summary.latest["batch_id"]) == [1, 0]
