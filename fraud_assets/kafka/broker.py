@@ -306,6 +306,9 @@ def parent_death_signal_setter() -> Callable[[], None]:
     parent_pid = os.getpid()
 
     def set_parent_death_signal() -> None:
+        # A signal the parent ignores stays ignored across exec: the child must be stoppable.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
         # The parent may have died between fork and prctl: then nothing would signal us.
         if os.getppid() != parent_pid:

@@ -1,5 +1,6 @@
 """The live runner's pieces: replay laps, orphaned runs, the lock, the workspace it writes."""
 
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -145,3 +146,53 @@ def test_session_processes_are_found_by_their_marker():
         child.kill()
         child.wait()
     assert child.pid not in processes_with_env(SESSION_ENV, "abc123")
+
+
+STOP_HANDLERS_AFTER_DAGSTER = """
+import signal, sys
+import dagster as dg
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell starts a background job
+from fraud_assets.live.cli import install_stop_handlers
+if sys.argv[1] == "installed":
+    install_stop_handlers()
+@dg.asset
+def one() -> int:
+    return 1
+assert dg.materialize([one]).success  # in process, as the live system's first training
+print(signal.getsignal(signal.SIGTERM) is signal.SIG_IGN)
+"""
+
+
+@pytest.mark.parametrize(("mode", "ignored"), [("installed", "False"), ("inherited", "True")])
+def test_sigterm_still_stops_after_an_in_process_dagster_run(mode, ignored, tmp_path):
+    # "inherited" shows the cause: Dagster maps SIGTERM to SIGINT's (ignored) handler.
+    result = subprocess.run(
+        [sys.executable, "-c", STOP_HANDLERS_AFTER_DAGSTER, mode],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == ignored
+
+
+def test_children_can_be_stopped_even_when_the_parent_ignores_sigterm():
+    # Every long-lived child (broker, Dagster processes) starts with this preexec_fn.
+    script = (
+        "import signal, subprocess, sys\n"
+        "from fraud_assets.kafka.broker import parent_death_signal_setter\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "child = subprocess.Popen(['sleep', '60'], preexec_fn=parent_death_signal_setter())\n"
+        "status = open(f'/proc/{child.pid}/status').read()\n"
+        "ignored = int(status.split('SigIgn:')[1].split()[0], 16)\n"
+        "child.terminate()\n"
+        "print(ignored & (1 << (signal.SIGTERM - 1)), ignored & (1 << (signal.SIGINT - 1)),"
+        " child.wait(timeout=10))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0", "0", str(-15)]  # not ignored; SIGTERM ended it
