@@ -9,7 +9,6 @@ stops, also on failure or Ctrl-C.
 """
 
 import argparse
-import signal
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from fraud_assets.end_to_end import (
     subset_of_real_data,
 )
 from fraud_assets.errors import OperatorError
+from fraud_assets.interrupts import stop_on_signals
 
 
 def _print_summary(summary: dict[str, Any], path: Path) -> None:
@@ -59,14 +59,10 @@ def _print_summary(summary: dict[str, Any], path: Path) -> None:
     print(f"  wall {summary['wall_seconds']:.1f}s: {stages}")
 
 
-def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def run_demo(args: argparse.Namespace) -> int:
     """CLI handler: the full-dataset demo with its own broker."""
     # `kill PID` must clean up like Ctrl-C: stop the stream and the broker we started.
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    stop_on_signals()
     home = Path(args.home).resolve()
     demo_dir = home / "var" / "demo"
     state_dir = demo_dir / f"run-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"

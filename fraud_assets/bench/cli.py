@@ -3,14 +3,13 @@
 import argparse
 import json
 import logging
-import signal
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from fraud_assets.core.paths import ProjectPaths
 from fraud_assets.core.registry import write_json_atomic
+from fraud_assets.interrupts import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +25,6 @@ LATENCY_PIPELINES = (
 )
 
 
-def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def run(args: argparse.Namespace) -> int:
     """CLI handler: run the benchmark, write ``report.json`` and ``plan.txt``."""
     from fraud_assets.bench.runner import BenchConfig, run_bench
@@ -40,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from fraud_assets.setup.dataset import DatasetError, check_header
 
     # `kill PID` must clean up like Ctrl-C: stop the queries, Spark and the broker we started.
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    stop_on_signals()
     paths = ProjectPaths.at(args.home)
     out_dir = Path(args.out).resolve() if args.out else paths.var / "bench"
     run_dir = out_dir / f"run-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"

@@ -6,13 +6,12 @@ The report goes to ``<home>/var/chaos/report.json`` (and the run's own folder,
 
 import argparse
 import json
-import signal
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 
 from fraud_assets.core.stream_run import MICROBATCH, REALTIME
 from fraud_assets.errors import OperatorError
+from fraud_assets.interrupts import stop_on_signals
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,10 +40,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_chaos_command)
 
 
-def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def run_chaos_command(args: argparse.Namespace) -> int:
     """CLI handler: one chaos run; exit 1 if any reconciliation fails."""
     import random
@@ -54,7 +49,7 @@ def run_chaos_command(args: argparse.Namespace) -> int:
     from fraud_assets.end_to_end import SETUP_ERRORS
 
     # `kill PID` must clean up like Ctrl-C: the harness stops what it started in `finally`.
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    stop_on_signals()
     if args.kills < 1 or args.outage_seconds < 0:
         raise OperatorError("--kills must be at least 1 and --outage-seconds not negative")
     home = Path(args.home).resolve()

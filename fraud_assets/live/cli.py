@@ -2,37 +2,18 @@
 
 import argparse
 import os
-import signal
 from pathlib import Path
-from typing import Any
 
 from fraud_assets.end_to_end import SETUP_ERRORS
 from fraud_assets.errors import OperatorError
+from fraud_assets.interrupts import stop_on_signals
 from fraud_assets.live.system import LiveOptions, run_live
-
-
-def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def install_stop_handlers() -> None:
-    """Ctrl-C and SIGTERM stop the live system, however this process was started.
-
-    A command started in the background by a shell inherits SIGINT *ignored*, and Dagster's
-    in-process execution (the first training) restores SIGINT's handler at its end and maps
-    SIGTERM to the same one: without a handler of its own for SIGINT, ``kill PID`` was then
-    ignored too, by this process and by every process it started afterwards (ignored
-    signals survive ``exec``). With Python's own SIGINT handler in place, both raise
-    KeyboardInterrupt before and after any Dagster execution.
-    """
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
 
 
 def live_command(args: argparse.Namespace) -> int:
     """CLI handler: run the live system until Ctrl-C or SIGTERM, then stop all it started."""
     # `kill PID` stops like Ctrl-C: everything this command started, in order.
-    install_stop_handlers()
+    stop_on_signals()
     home = Path(args.home).resolve()
     state_dir = Path(args.state_dir).resolve() if args.state_dir else home / "var"
     dagster_home = Path(

@@ -13,10 +13,8 @@ what to do, before anything is written to the tables. No checkpoint is ever dele
 
 import argparse
 import os
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import dagster as dg
@@ -27,6 +25,7 @@ from fraud_assets.core.registry import ModelRegistryError
 from fraud_assets.core.spark import SparkSetupError
 from fraud_assets.core.stream_run import REALTIME, DeliveryModeError
 from fraud_assets.errors import OperatorError
+from fraud_assets.interrupts import stop_on_signals
 from fraud_assets.kafka.admin import BrokerUnreachableError
 
 JOB_NAME = "scoring_stream"
@@ -117,10 +116,6 @@ def operator_error_in(error: BaseException) -> BaseException | None:
     return None
 
 
-def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def _instance(use_dagster_home: bool) -> dg.DagsterInstance:
     if use_dagster_home and os.environ.get("DAGSTER_HOME"):
         return dg.DagsterInstance.get()
@@ -135,7 +130,7 @@ def run_stream(args: argparse.Namespace) -> int:
     # --home is the default of FRAUD_HOME; resources read the environment, nothing else does.
     os.environ.setdefault("FRAUD_HOME", str(Path(args.home).resolve()))
     # Until the run starts (Dagster then installs its own handlers), SIGTERM acts as Ctrl-C.
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    stop_on_signals()
     job = load_definitions().get_job_def(JOB_NAME)
     run_config: dict[str, Any] = {"ops": {OP_NAME: {"config": op_config(args)}}}
     if not args.verbose:

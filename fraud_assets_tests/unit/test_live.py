@@ -152,9 +152,9 @@ STOP_HANDLERS_AFTER_DAGSTER = """
 import signal, sys
 import dagster as dg
 signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell starts a background job
-from fraud_assets.live.cli import install_stop_handlers
+from fraud_assets.interrupts import stop_on_signals
 if sys.argv[1] == "installed":
-    install_stop_handlers()
+    stop_on_signals()
 @dg.asset
 def one() -> int:
     return 1
