@@ -65,9 +65,15 @@ def stream_runs(instance: dg.DagsterInstance, limit: int = RECENT_RUNS) -> list[
     return runs
 
 
+SUPERVISOR_INTERVAL_S = 10
+"""How often the supervisor looks (a tick reads the promotion pointer and the newest runs:
+milliseconds). It bounds how long a dead stream or a first promotion waits for a launch;
+relaunches after a failure still wait out :data:`BACKOFF`, which counts seconds, not ticks."""
+
+
 @dg.sensor(
     job=scoring_stream,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=SUPERVISOR_INTERVAL_S,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Keeps exactly one scoring stream alive while a model is promoted: launches "
     "it and relaunches it after a failure (backoff 30 s .. 10 min). A promotion or threshold "
