@@ -14,7 +14,13 @@ from fraud_assets.interrupts import stop_on_signals
 log = logging.getLogger(__name__)
 
 SMOKE_SUBSET_ROWS = 20_000
-THROUGHPUT_PIPELINES = ("production", "plain_python_fast", "reference_style", "plain_python")
+THROUGHPUT_PIPELINES = (
+    "production",
+    "production_shadow",
+    "plain_python_fast",
+    "reference_style",
+    "plain_python",
+)
 LATENCY_PIPELINES = (
     "production",
     "bare_microbatch",

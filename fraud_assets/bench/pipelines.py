@@ -109,10 +109,22 @@ def production_run(
     model: PipelineModel,
     promotion: Promotion,
     settings: RunSettings,
+    challenger: tuple[Promotion, PipelineModel] | None = None,
 ) -> ScoringRun:
-    """The product's run of the scoring stream (not started: call ``run``)."""
+    """The product's run of the scoring stream (not started: call ``run``).
+
+    ``challenger`` (its promotion and model) is scored in shadow beside ``model``.
+    """
+    named, challenger_model = challenger if challenger is not None else (None, None)
     writer = ScoringBatchWriter(
-        spark, kafka, paths, model, promotion, delivers_alerts=not settings.is_realtime
+        spark,
+        kafka,
+        paths,
+        model,
+        promotion,
+        delivers_alerts=not settings.is_realtime,
+        challenger=named,
+        challenger_model=challenger_model,
     )
     return ScoringRun(spark, kafka, paths, writer, settings)
 

@@ -116,19 +116,30 @@ def production(
     promotion: Promotion,
     settings: RunSettings,
     target: Target,
+    challenger: tuple[Promotion, PipelineModel] | None = None,
 ) -> dict:
-    """Drain ``target`` with the product's bounded run (scoring, then KPI query)."""
+    """Drain ``target`` with the product's bounded run (scoring, then KPI query).
+
+    With ``challenger`` (``production_shadow``), every message is also scored by it into the
+    shadow table, which must then hold every message once.
+    """
     kafka = replace(kafka, topics=replace(kafka.topics, transactions=target.topic))
     paths = StreamPaths.under(base / "tables", base / "checkpoints")
-    run = pipelines.production_run(spark, kafka, paths, model, promotion, settings)
+    run = pipelines.production_run(spark, kafka, paths, model, promotion, settings, challenger)
     with ResourceSampler(os.getpid(), SAMPLER_EXCLUDE) as sampler:
         pipelines.run_production_backlog(run)
     figures = sustained(
         pipelines.progress_events(run.scoring), pipelines.progress_events(run.kpis), target.messages
     )
     kafka_ids = alert_ids(kafka.bootstrap_servers, kafka.topics.alerts)
+    shadow = {}
+    if challenger is not None:
+        rows = spark.read.parquet(str(paths.shadow_table)).select("transaction_id")
+        count, distinct = rows.count(), rows.distinct().count()
+        shadow = {"shadow_rows": count, "shadow_exact": count == distinct == target.messages}
     return {
         **figures,
+        **shadow,
         "scored": run.writer.totals.scored,
         "resources": sampler.usage.as_dict(),
         "batch_logs": str(paths.batch_log_dir),

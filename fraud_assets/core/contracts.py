@@ -155,6 +155,13 @@ QUARANTINE_TABLE_SCHEMA = partitioned_by_batch(DEAD_LETTER_SCHEMA)
 
 # --- the stream's ledger: every message it read, once ----------------------------------------
 
+SHADOW_SCORE_FIELDS: tuple[T.StructField, ...] = (
+    T.StructField("challenger_version", T.StringType(), True),
+    T.StructField("challenger_prob", T.DoubleType(), True),
+    T.StructField("challenger_threshold", T.DoubleType(), True),
+)
+"""The challenger's score of a valid message, beside the champion's (null without one)."""
+
 LEDGER_SCHEMA = T.StructType(
     [
         T.StructField(f.name, f.dataType, True)
@@ -162,6 +169,7 @@ LEDGER_SCHEMA = T.StructType(
             *[f for f in SCORED_TRANSACTIONS_SCHEMA.fields if f.name != "prediction"],
             T.StructField("scored_at", T.TimestampType()),
             T.StructField("top_features", TOP_FEATURES_TYPE),
+            *SHADOW_SCORE_FIELDS,
             *[f for f in DEAD_LETTER_SCHEMA.fields if f.name != "event_time"],
         )
     ]
@@ -177,11 +185,37 @@ Fields marked ``# valid`` / ``# rejected`` are null on the other kind of row::
     transaction_id, event_time, Amount, Class         # both (null where unreadable)
     fraud_prob, threshold, model_version, is_alert    # valid
     scored_at, top_features                           # valid (top_features: alerts only)
+    challenger_version, _prob, _threshold             # valid, while a challenger is named
     reason, key, value, source_*, kafka_timestamp     # rejected
 """
 LEDGER_TABLE_SCHEMA = partitioned_by_batch(LEDGER_SCHEMA)
 """The ledger table (``tables/ledger/batch_id=N``): exactly once per micro-batch; the input of
 live-quality audits and of batch KPIs."""
+
+# --- the challenger's shadow table -------------------------------------------------------------
+
+SHADOW_SCHEMA = T.StructType(
+    [
+        T.StructField("transaction_id", T.StringType(), False),
+        T.StructField("event_time", T.TimestampType(), False),
+        T.StructField("Amount", T.DoubleType(), True),
+        T.StructField("Class", T.IntegerType(), True),
+        T.StructField("model_version", T.StringType(), False),
+        T.StructField("fraud_prob", T.DoubleType(), False),
+        T.StructField("threshold", T.DoubleType(), False),
+        T.StructField("is_alert", T.BooleanType(), False),
+        T.StructField("challenger_version", T.StringType(), False),
+        T.StructField("challenger_prob", T.DoubleType(), False),
+        T.StructField("challenger_threshold", T.DoubleType(), False),
+        T.StructField("challenger_alert", T.BooleanType(), False),
+    ]
+)
+"""One row per valid message scored while a challenger was named: the champion's score and
+alert (``model_version``, ``fraud_prob``, ``threshold``, ``is_alert``: what the stream acted
+on) beside the challenger's, from the same parsed row. Never produced to Kafka."""
+
+SHADOW_TABLE_SCHEMA = partitioned_by_batch(SHADOW_SCHEMA)
+"""The Parquet shadow table (``tables/shadow/batch_id=N``), exactly once per micro-batch."""
 
 # --- the KPI query's input: per-micro-batch partial counts ----------------------------------
 

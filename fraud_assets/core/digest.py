@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_schema
 
 from fraud_assets.core.contracts import ALERTS_TABLE_SCHEMA
@@ -78,33 +79,41 @@ def _nullable(data_type: pa.DataType) -> pa.DataType:
     return data_type
 
 
-ALERTS_ARROW_SCHEMA = pa.schema(
-    [
-        pa.field(f.name, _nullable(f.type))
-        for f in to_arrow_schema(ALERTS_TABLE_SCHEMA, timezone="UTC")
-    ]
-)
-"""The alerts table's contract as an Arrow schema (columns an old partition lacks are null)."""
+def arrow_schema(table_schema: T.StructType) -> pa.Schema:
+    """A table's Spark contract as an Arrow schema, every field nullable as Parquet has it.
+
+    Columns an old partition lacks are read as null.
+    """
+    return pa.schema(
+        [pa.field(f.name, _nullable(f.type)) for f in to_arrow_schema(table_schema, timezone="UTC")]
+    )
 
 
-def read_alerts_frame(alerts_table: Path, columns: list[str]) -> pd.DataFrame | None:
-    """``columns`` of the Parquet alerts table as pandas, or None before the first batch.
+def read_batch_table_frame(
+    table: Path, table_schema: T.StructType, columns: list[str]
+) -> pd.DataFrame | None:
+    """``columns`` of a table partitioned by micro-batch as pandas; None before its first batch.
 
     Read with pyarrow, not Spark: the digest of a table of alerts (a few hundred rows a day)
     takes milliseconds this way, where starting a Spark session for it took 15-30 s of the
     digest run (``docs/operations.md``, live system). Timestamps are UTC, tz-naive, as
     Spark's ``toPandas`` gives them with the session time zone UTC.
     """
-    if not alerts_table.exists() or not any(_batch_dirs(alerts_table)):
+    if not table.exists() or not any(_batch_dirs(table)):
         return None
     dataset = pads.dataset(
-        str(alerts_table), format="parquet", partitioning="hive", schema=ALERTS_ARROW_SCHEMA
+        str(table), format="parquet", partitioning="hive", schema=arrow_schema(table_schema)
     )
     frame = dataset.to_table(columns=columns).to_pandas()
     for name in frame.columns:
         if isinstance(frame[name].dtype, pd.DatetimeTZDtype):
             frame[name] = frame[name].dt.tz_convert("UTC").dt.tz_localize(None)
     return frame
+
+
+def read_alerts_frame(alerts_table: Path, columns: list[str]) -> pd.DataFrame | None:
+    """``columns`` of the Parquet alerts table as pandas, or None before the first batch."""
+    return read_batch_table_frame(alerts_table, ALERTS_TABLE_SCHEMA, columns)
 
 
 def alert_digest(alerts_table: Path, top: int = 10) -> AlertDigest:

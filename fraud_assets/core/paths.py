@@ -82,6 +82,11 @@ class ProjectPaths:
     def checkpoints_dir(self) -> Path:
         return self.state_dir / "checkpoints"
 
+    @property
+    def stream_paths(self) -> "StreamPaths":
+        """The scoring stream's tables and checkpoints in this state."""
+        return StreamPaths.under(self.tables_dir, self.checkpoints_dir)
+
 
 @dataclass(frozen=True)
 class StreamPaths:
@@ -95,6 +100,7 @@ class StreamPaths:
     quarantine_table: Path
     kpi_table: Path
     batch_log_dir: Path
+    shadow_table: Path
 
     @classmethod
     def under(cls, tables_dir: Path, checkpoints_dir: Path) -> "StreamPaths":
@@ -107,6 +113,7 @@ class StreamPaths:
             quarantine_table=tables_dir / "quarantine",
             kpi_table=tables_dir / "kpis",
             batch_log_dir=tables_dir / "stream_batches",
+            shadow_table=tables_dir / "shadow",
         )
 
     @property

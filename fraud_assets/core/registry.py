@@ -84,9 +84,10 @@ CHANGE_LOG_COLUMNS: tuple[str, ...] = (
     "policy",
     "reason",
 )
-"""One row per change of the promotion pointer: when (UTC), who, what (``promote`` or
-``set_threshold``), the version and threshold before and after, the policy that chose the
-new threshold (``manual`` for an operator's threshold) and the operator's reason."""
+"""One row per change of the promotion or the challenger pointer: when (UTC), who, what
+(``promote``, ``set_threshold``, ``name_challenger``, ``clear_challenger``), the version and
+threshold before and after (the challenger's, for its two actions), the policy that chose
+the new threshold (``manual`` for an operator's threshold) and the operator's reason."""
 
 
 def new_version(algorithm: str, now: datetime | None = None) -> str:
@@ -168,6 +169,10 @@ class ModelRegistry:
     def change_log_path(self) -> Path:
         return self.models_dir / "changes.jsonl"
 
+    @property
+    def challenger_path(self) -> Path:
+        return self.models_dir / "challenger.json"
+
     def promote(
         self,
         version: str,
@@ -207,6 +212,75 @@ class ModelRegistry:
                 reason=reason,
             )
 
+    def name_challenger(
+        self,
+        version: str,
+        threshold: float | None = None,
+        *,
+        changed_by: str,
+        reason: str,
+    ) -> Promotion:
+        """Score ``version`` in shadow beside the promoted model, and log the change.
+
+        ``threshold`` defaults to the one its selection recommended (its metadata). A running
+        stream scores every valid message with it from its next micro-batch, into the shadow
+        table only (never to ``fraud_alerts``).
+
+        Raises:
+            ModelRegistryError: ``version`` is not saved, is the promoted version, or has no
+                recorded threshold and none was given.
+        """
+        metadata = self.metadata(version)
+        if threshold is None:
+            threshold = metadata.get("threshold")
+            if threshold is None:
+                raise ModelRegistryError(
+                    f"{version} records no recommended threshold: name it with --threshold"
+                )
+        _check_threshold(threshold)
+        with self._locked():
+            champion = self.promoted()
+            if champion is not None and champion.version == version:
+                raise ModelRegistryError(
+                    f"{version} is the promoted model: a challenger must be another version"
+                )
+            old = self.challenger()
+            now = datetime.now(UTC).isoformat()
+            metrics = metadata.get("metrics") or {}
+            challenger = Promotion(
+                version=version,
+                threshold=float(threshold),
+                policy=str(metadata.get("policy") or "manual"),
+                promoted_at=now,
+                pr_auc=metrics.get("pr_auc"),
+            )
+            self._append_change(
+                _log_entry(now, changed_by, "name_challenger", old, challenger, reason)
+            )
+            write_json_atomic(self.challenger_path, asdict(challenger))
+            return challenger
+
+    def clear_challenger(self, *, changed_by: str, reason: str) -> Promotion | None:
+        """Stop shadow scoring (from the stream's next micro-batch); the cleared challenger."""
+        with self._locked():
+            return self._clear_challenger(changed_by, reason)
+
+    def _clear_challenger(self, changed_by: str, reason: str) -> Promotion | None:
+        old = self.challenger()
+        if old is None:
+            return None
+        now = datetime.now(UTC).isoformat()
+        entry = _log_entry(now, changed_by, "clear_challenger", old, None, reason)
+        self._append_change(entry)
+        self.challenger_path.unlink()
+        return old
+
+    def challenger(self) -> Promotion | None:
+        """The challenger scored in shadow, or None."""
+        if not self.challenger_path.is_file():
+            return None
+        return Promotion.from_dict(json.loads(self.challenger_path.read_text()))
+
     def _change(
         self,
         action: str,
@@ -228,21 +302,15 @@ class ModelRegistry:
             promoted_at=now,
             pr_auc=pr_auc,
         )
-        entry = {
-            "changed_at": now,
-            "changed_by": changed_by,
-            "action": action,
-            "old_version": old.version if old else None,
-            "new_version": version,
-            "old_threshold": old.threshold if old else None,
-            "new_threshold": float(threshold),
-            "policy": policy,
-            "reason": reason,
-        }
+        entry = _log_entry(now, changed_by, action, old, promotion, reason)
         # The log first: a crash in between leaves a logged change not yet applied (visible
         # as a last entry that disagrees with promoted.json), never an unlogged one.
         self._append_change(entry)
         write_json_atomic(self.promotion_path, asdict(promotion))
+        challenger = self.challenger()
+        if challenger is not None and challenger.version == version:
+            # The challenger won: it scores as the champion now, not twice.
+            self._clear_challenger(changed_by, f"promoted: {reason}")
         return promotion
 
     def _append_change(self, entry: dict[str, Any]) -> None:
@@ -296,6 +364,28 @@ class ModelRegistry:
                 "Dagster (or run `make demo`) before starting the stream"
             )
         return promotion
+
+
+def _log_entry(
+    now: str,
+    changed_by: str,
+    action: str,
+    old: Promotion | None,
+    new: Promotion | None,
+    reason: str,
+) -> dict[str, Any]:
+    """One change-log entry (:data:`CHANGE_LOG_COLUMNS`)."""
+    return {
+        "changed_at": now,
+        "changed_by": changed_by,
+        "action": action,
+        "old_version": old.version if old else None,
+        "new_version": new.version if new else None,
+        "old_threshold": old.threshold if old else None,
+        "new_threshold": new.threshold if new else None,
+        "policy": new.policy if new else None,
+        "reason": reason,
+    }
 
 
 def _check_threshold(threshold: float) -> None:

@@ -33,6 +33,8 @@ from fraud_assets.core.contracts import (
     LEDGER_SCHEMA,
     REQUIRED_MESSAGE_FIELDS,
     SCORED_TRANSACTIONS_SCHEMA,
+    SHADOW_SCHEMA,
+    SHADOW_SCORE_FIELDS,
     TOP_FEATURES_TYPE,
     TRANSACTION_MESSAGE_SCHEMA,
     field_names,
@@ -53,8 +55,10 @@ def fraud_probability(probability: Column) -> Column:
     return vector_to_array(probability).getItem(1)
 
 
-def with_fraud_prob(model: PipelineModel, df: DataFrame) -> DataFrame:
-    """``df`` plus ``fraud_prob``; the model's intermediate columns are dropped.
+def with_fraud_prob(model: PipelineModel, df: DataFrame, output: str = "fraud_prob") -> DataFrame:
+    """``df`` plus ``output``, P(fraud) by ``model``; its intermediate columns are dropped.
+
+    A second model can then score the same rows into another ``output``.
 
     A logistic regression is evaluated as one built-in expression
     (:mod:`fraud_assets.core.compiled`); trees through their model's ``transform``: Spark
@@ -64,9 +68,9 @@ def with_fraud_prob(model: PipelineModel, df: DataFrame) -> DataFrame:
     """
     compiled = compiled_fraud_probability(model)
     if compiled is not None:
-        return df.withColumn("fraud_prob", compiled)
+        return df.withColumn(output, compiled)
     scored = model.transform(df)
-    return scored.withColumn("fraud_prob", fraud_probability(F.col("probability"))).drop(
+    return scored.withColumn(output, fraud_probability(F.col("probability"))).drop(
         "features_raw", "features", "rawPrediction", "probability", "model_prediction"
     )
 
@@ -387,14 +391,22 @@ def _scoreable(parsed: DataFrame) -> DataFrame:
     return parsed.select(*_scoreable_columns(parsed.sparkSession, tuple(parsed.columns)))
 
 
+CHALLENGER_PROB = "challenger_prob"
+"""The column a named challenger's score is computed into, beside ``fraud_prob``."""
+
+
 def ledger_projection(
-    threshold: float, model_version: str, top_features: Column | None = None
+    threshold: float,
+    model_version: str,
+    top_features: Column | None = None,
+    challenger: tuple[str, float] | None = None,
 ) -> tuple[Column, ...]:
     """The select list of :func:`ledger_rows` over parsed rows with ``fraud_prob``.
 
     Build it once per model version and threshold (the writer keeps it) and pass it to
     :func:`ledger_rows`. ``top_features`` (the explanation expression) and the scoring time
-    are evaluated on alert rows only.
+    are evaluated on alert rows only. ``challenger`` (version, threshold) adds its score
+    (:data:`CHALLENGER_PROB`, computed by :func:`ledger_rows`) to every valid row.
     """
     valid = F.col("reason").isNull()
     alert = valid & is_alert(F.col("fraud_prob"), F.lit(float(threshold)))
@@ -410,6 +422,14 @@ def ledger_projection(
         "top_features": F.when(alert, explanation),
         "reason": F.col("reason"),
     }
+    if challenger is None:
+        for shadow in SHADOW_SCORE_FIELDS:
+            computed[shadow.name] = F.lit(None).cast(shadow.dataType)
+    else:
+        version, challenger_threshold = challenger
+        computed["challenger_version"] = F.when(valid, F.lit(version))
+        computed["challenger_prob"] = F.when(valid, F.col(CHALLENGER_PROB))
+        computed["challenger_threshold"] = F.when(valid, F.lit(float(challenger_threshold)))
     rejected_only = set(field_names(DEAD_LETTER_SCHEMA)) - {"reason", "event_time"}
     for name in rejected_only:
         computed[name] = F.when(~valid, F.col(name))
@@ -417,18 +437,26 @@ def ledger_projection(
 
 
 def ledger_rows(
-    parsed: DataFrame, model: PipelineModel, projection: tuple[Column, ...]
+    parsed: DataFrame,
+    model: PipelineModel,
+    projection: tuple[Column, ...],
+    challenger: PipelineModel | None = None,
 ) -> DataFrame:
     """Every parsed message once, scored or rejected, with :data:`LEDGER_SCHEMA`.
 
     ``parsed`` is :func:`parse_transactions` output, ``projection`` the model version's
     :func:`ledger_projection`. One projection over it: no row is dropped and nothing is
     cached, so a micro-batch reads Kafka and parses once, in the one Spark job that writes
-    this.
+    this. A ``challenger`` (whose version and threshold the projection names) scores the
+    same parsed rows in the same pass.
     """
-    compiled = compiled_fraud_probability(model) is not None
+    models = [model] if challenger is None else [model, challenger]
+    compiled = all(compiled_fraud_probability(m) is not None for m in models)
     # A compiled logistic regression gives null for null features; Spark ML stages fail.
-    return with_fraud_prob(model, parsed if compiled else _scoreable(parsed)).select(*projection)
+    scored = with_fraud_prob(model, parsed if compiled else _scoreable(parsed))
+    if challenger is not None:
+        scored = with_fraud_prob(challenger, scored, CHALLENGER_PROB)
+    return scored.select(*projection)
 
 
 @per_application
@@ -443,6 +471,20 @@ def _alert_columns() -> tuple[Column, ...]:
 def ledger_alerts(ledger: DataFrame) -> DataFrame:
     """The alerts of a committed ledger, with :data:`ALERT_SCHEMA`."""
     return ledger.where(F.col("is_alert")).select(*_alert_columns(ledger.sparkSession))
+
+
+@per_application
+def _shadow_columns() -> tuple[Column, ...]:
+    computed = {
+        "challenger_alert": is_alert(F.col("challenger_prob"), F.col("challenger_threshold"))
+    }
+    return tuple(computed.get(name, F.col(name)).alias(name) for name in field_names(SHADOW_SCHEMA))
+
+
+def ledger_shadow(ledger: DataFrame) -> DataFrame:
+    """The challenger's scores of a committed ledger, with :data:`SHADOW_SCHEMA`."""
+    scored = F.col("reason").isNull() & F.col("challenger_version").isNotNull()
+    return ledger.where(scored).select(*_shadow_columns(ledger.sparkSession))
 
 
 @per_application

@@ -68,6 +68,7 @@ from fraud_assets.core.scoring import (
     ledger_dead_letters,
     ledger_projection,
     ledger_rows,
+    ledger_shadow,
     parse_transactions,
 )
 from fraud_assets.core.settings import KafkaSettings
@@ -139,7 +140,9 @@ class BatchStats:
     ledger: the one pass over the batch), then, at the same time, ``kafka`` (produce alerts,
     dead letters and KPI partials), ``alerts`` (commit the alerts partition, when there are
     alerts) and ``dead_letters`` (commit the quarantine partition, when something was
-    rejected)."""
+    rejected) and ``shadow`` (commit the shadow partition, while a challenger is named)."""
+    challenger_version: str | None = None
+    """The challenger scored in shadow in this batch (None: none was named)."""
 
 
 @dataclass
@@ -196,12 +199,18 @@ class _Scorer:
 
     model: PipelineModel
     top_features: Column | None
-    _projections: dict[float, tuple[Column, ...]] = field(default_factory=dict)
+    _projections: dict[tuple, tuple[Column, ...]] = field(default_factory=dict)
 
-    def projection(self, threshold: float, version: str) -> tuple[Column, ...]:
-        if threshold not in self._projections:
-            self._projections[threshold] = ledger_projection(threshold, version, self.top_features)
-        return self._projections[threshold]
+    def projection(
+        self, threshold: float, version: str, challenger: Promotion | None = None
+    ) -> tuple[Column, ...]:
+        shadow = None if challenger is None else (challenger.version, challenger.threshold)
+        key = (threshold, shadow)
+        if key not in self._projections:
+            self._projections[key] = ledger_projection(
+                threshold, version, self.top_features, shadow
+            )
+        return self._projections[key]
 
 
 MODEL_CACHE_SIZE = 3
@@ -226,6 +235,9 @@ class ScoringBatchWriter:
             micro-batch and a changed version or threshold applies to that batch.
         delivers_alerts: Produce the alerts to Kafka (False in real-time delivery, where the
             real-time query produces them).
+        challenger: A model version (and threshold) to score in shadow when no registry is
+            given (with a registry, its challenger pointer is re-read every batch instead),
+            with ``challenger_model``, its loaded model.
         stream_id: The id the KPI partials carry; None reads the scoring query's own id from
             its checkpoint (stable across restarts) at the first batch.
         pipelined: Deliver a committed batch (everything but the ledger) in the background
@@ -247,6 +259,8 @@ class ScoringBatchWriter:
         delivers_alerts: bool = True,
         stream_id: str | None = None,
         pipelined: bool = True,
+        challenger: Promotion | None = None,
+        challenger_model: PipelineModel | None = None,
     ):
         self.spark = spark
         self.kafka = kafka
@@ -265,6 +279,12 @@ class ScoringBatchWriter:
         self._lock = threading.Lock()
         self._scorers: OrderedDict[str, _Scorer] = OrderedDict()
         self._scorers[promotion.version] = _Scorer(model, _explanation(model, promotion.version))
+        self.challenger = challenger
+        """The challenger the last micro-batch was scored with in shadow (None: none)."""
+        if challenger is not None:
+            if challenger_model is None:
+                raise ValueError("a challenger needs its challenger_model")
+            self._scorers[challenger.version] = _Scorer(challenger_model, None)
 
     @property
     def model(self) -> PipelineModel:
@@ -338,8 +358,51 @@ class ScoringBatchWriter:
                 return self.promotion, True
             return recorded, True
         wanted = self._wanted()
-        write_json_atomic(path, {"batch_id": batch_id, **asdict(wanted)})
+        challenger = self._wanted_challenger(wanted)
+        record = {"batch_id": batch_id, **asdict(wanted)}
+        record["challenger"] = None if challenger is None else asdict(challenger)
+        write_json_atomic(path, record)
         return wanted, False
+
+    def _wanted_challenger(self, champion: Promotion) -> Promotion | None:
+        """The challenger to score a new batch with in shadow, if one is named and loads."""
+        if self.registry is None:
+            wanted = self.challenger
+        else:
+            try:
+                wanted = self.registry.challenger()
+            except (OSError, ValueError, TypeError) as error:
+                log.error("cannot read the challenger pointer (%s): no shadow scoring", error)
+                return None
+        if wanted is None or wanted.version == champion.version:
+            return None
+        try:
+            self._scorer(wanted.version)
+        except Exception as error:  # a bad challenger must not stop the stream either
+            log.error(
+                "challenger %s cannot be loaded (%s): no shadow scoring", wanted.version, error
+            )
+            return None
+        return wanted
+
+    def recorded_challenger(self, batch_id: int) -> Promotion | None:
+        """The challenger :meth:`promotion_for` recorded for ``batch_id`` (None: none)."""
+        path = self.paths.batch_models_dir / f"batch-{batch_id:012d}.json"
+        values = json.loads(path.read_text()).get("challenger")
+        return None if values is None else Promotion.from_dict(values)
+
+    def _challenger_model(self, batch_id: int, challenger: Promotion) -> PipelineModel | None:
+        try:
+            return self._scorer(challenger.version).model
+        except Exception as error:  # only a replay whose challenger was deleted since
+            log.warning(
+                "batch %d was first scored in shadow with %s, which is not available here "
+                "(%s); replaying it without shadow scores",
+                batch_id,
+                challenger.version,
+                error,
+            )
+            return None
 
     @property
     def stream_id(self) -> str:
@@ -366,16 +429,33 @@ class ScoringBatchWriter:
                 self.promotion.threshold,
             )
         self.promotion = promotion
+        recorded = self.recorded_challenger(batch_id)
+        challenger_model = None
+        if recorded is not None:
+            challenger_model = self._challenger_model(batch_id, recorded)
+        challenger = None if challenger_model is None else recorded
+        if challenger != self.challenger:
+            log.info(
+                "batch %d: shadow scoring with %s",
+                batch_id,
+                "nothing"
+                if challenger is None
+                else f"{challenger.version} at {challenger.threshold}",
+            )
+        self.challenger = challenger
         scorer = self._scorer(promotion.version)
-        # The one pass over the batch: read Kafka, parse, score, write every row once, and
-        # count what was written on the way.
+        # The one pass over the batch: read Kafka, parse, score (and score in shadow), write
+        # every row once, and count what was written on the way.
         observation = Observation()
-        ledger = ledger_rows(
-            parsed, scorer.model, scorer.projection(promotion.threshold, promotion.version)
-        ).observe(observation, *ledger_counts())
+        projection = scorer.projection(promotion.threshold, promotion.version, challenger)
+        ledger = ledger_rows(parsed, scorer.model, projection, challenger_model).observe(
+            observation, *ledger_counts()
+        )
         _, replayed = commit_batch_partition(ledger, self.paths.ledger_table, batch_id)
         counts = None if replayed else dict(observation.get)
-        batch = _CommittedBatch(batch_id, promotion, counts, replayed, started)
+        # The shadow partition follows the record, like every output of a replayed batch: it
+        # is derived from the committed ledger (which holds the shadow scores, if any).
+        batch = _CommittedBatch(batch_id, promotion, counts, replayed, started, recorded)
         batch.stage_ms["ledger"] = int((time.monotonic() - started) * 1000)
         # At most one batch is being delivered while the next one is scored.
         self.wait_for_delivery()
@@ -415,8 +495,11 @@ class ScoringBatchWriter:
         for batch_id in self.undelivered():
             recorded = self.paths.batch_models_dir / f"batch-{batch_id:012d}.json"
             promotion = Promotion.from_dict(json.loads(recorded.read_text()))
+            challenger = self.recorded_challenger(batch_id)
             log.warning("batch %d was committed but not delivered: delivering it now", batch_id)
-            self._deliver(_CommittedBatch(batch_id, promotion, None, True, time.monotonic()))
+            self._deliver(
+                _CommittedBatch(batch_id, promotion, None, True, time.monotonic(), challenger)
+            )
 
     def undelivered(self) -> list[int]:
         """Committed ledger partitions without a batch log, oldest first."""
@@ -476,6 +559,13 @@ class ScoringBatchWriter:
             steps["dead_letters"] = lambda: commit_batch_partition(
                 letters.coalesce(1), self.paths.quarantine_table, batch_id
             )
+        if batch.challenger is not None:
+            # Derived from the ledger like the alerts: a replay writes the same rows (none if
+            # the challenger's model could not be loaded when the ledger was written).
+            shadow_rows = ledger_shadow(committed)
+            steps["shadow"] = lambda: commit_batch_partition(
+                shadow_rows.coalesce(1), self.paths.shadow_table, batch_id
+            )
         kafka_records = reduce(DataFrame.unionByName, records).coalesce(1)
         steps = {"kafka": lambda: write_kafka(kafka_records, self.kafka), **steps}
         batch.stage_ms.update(run_concurrently(steps))
@@ -490,6 +580,7 @@ class ScoringBatchWriter:
             duration_ms=int((time.monotonic() - batch.started) * 1000),
             replayed=batch.replayed,
             stage_ms=batch.stage_ms,
+            challenger_version=None if batch.challenger is None else batch.challenger.version,
         )
         write_json_atomic(self.paths.batch_log_dir / f"batch-{batch_id:012d}.json", asdict(stats))
         with self._lock:
@@ -517,6 +608,8 @@ class _CommittedBatch:
     """Observed while the ledger was written; None when it was not (a replay, a recovery)."""
     replayed: bool
     started: float
+    challenger: Promotion | None = None
+    """The challenger recorded for the batch: its ledger holds the shadow scores."""
     stage_ms: dict[str, int] = field(default_factory=dict)
 
 

@@ -1,4 +1,4 @@
-"""Operate: an operator changes the alert threshold or the promoted model, from the UI.
+"""Operate: an operator changes the alert threshold, the promoted model or the challenger.
 
 Each job calls the model registry once; the running scoring stream applies the change from
 its next micro-batch (no restart). Every change is recorded in the registry's change log
@@ -12,6 +12,7 @@ from dataclasses import asdict
 
 import dagster as dg
 
+from fraud_assets.core import shadow
 from fraud_assets.core.registry import ModelRegistry, ModelRegistryError, Promotion
 from fraud_assets.defs.metadata import table
 from fraud_assets.defs.resources import ProjectResource
@@ -51,6 +52,35 @@ class PromoteVersionConfig(dg.Config):
     reason: str
     policy: str = "manual"
     """What chose the threshold (``manual`` unless it comes from a selection policy)."""
+
+
+class NameChallengerConfig(dg.Config):
+    """A saved model version to score in shadow beside the promoted one."""
+
+    version: str
+    """A saved version other than the promoted one, e.g. ``rf-20260101T000000Z``."""
+    threshold: float | None = None
+    """Its alert threshold in shadow; default: the one its selection recommended."""
+    reason: str
+
+
+class ClearChallengerConfig(dg.Config):
+    """Why shadow scoring stops (recorded in the change log)."""
+
+    reason: str
+
+
+_EVIDENCE = shadow.EvidenceRule()
+
+
+class PromoteChallengerConfig(dg.Config):
+    """Promote the challenger at its shadow threshold, once it has shown enough live evidence."""
+
+    reason: str
+    min_labelled_rows: int = _EVIDENCE.min_labelled_rows
+    """Labelled transactions it must have scored in shadow (0: no minimum)."""
+    min_frauds: int = _EVIDENCE.min_frauds
+    """Frauds among them."""
 
 
 def changed_by(context: dg.OpExecutionContext, operator: OperatorResource) -> str:
@@ -132,6 +162,110 @@ def promote_model_version_op(
     return _report(context, registry, promotion)
 
 
+@dg.op(description="Score another saved version in shadow beside the promoted one.")
+def name_challenger_op(
+    context: dg.OpExecutionContext,
+    config: NameChallengerConfig,
+    project: ProjectResource,
+    operator: OperatorResource,
+) -> dg.Output[dict]:
+    registry = project.registry
+    try:
+        challenger = registry.name_challenger(
+            config.version,
+            config.threshold,
+            changed_by=changed_by(context, operator),
+            reason=config.reason,
+        )
+    except ModelRegistryError as error:
+        raise dg.Failure(str(error)) from None
+    context.log.info(
+        f"challenger {challenger.version} at threshold {challenger.threshold}: the running "
+        "stream scores it in shadow from its next micro-batch"
+    )
+    return _change_log_output(registry, asdict(challenger))
+
+
+@dg.op(description="Stop scoring the challenger in shadow.")
+def clear_challenger_op(
+    context: dg.OpExecutionContext,
+    config: ClearChallengerConfig,
+    project: ProjectResource,
+    operator: OperatorResource,
+) -> dg.Output[dict]:
+    registry = project.registry
+    cleared = registry.clear_challenger(
+        changed_by=changed_by(context, operator), reason=config.reason
+    )
+    if cleared is None:
+        raise dg.Failure("no challenger is named: nothing to clear")
+    return _change_log_output(registry, asdict(cleared))
+
+
+@dg.op(
+    description="Promote the challenger at its shadow threshold if its live evidence meets "
+    "the minimum (labelled rows and frauds scored in shadow)."
+)
+def promote_challenger_op(
+    context: dg.OpExecutionContext,
+    config: PromoteChallengerConfig,
+    project: ProjectResource,
+    operator: OperatorResource,
+) -> dg.Output[dict]:
+    registry = project.registry
+    rule = shadow.EvidenceRule(config.min_labelled_rows, config.min_frauds)
+    try:
+        promotion, _ = shadow.promote_challenger(
+            registry,
+            project.stream_paths.shadow_table,
+            rule,
+            changed_by=changed_by(context, operator),
+            reason=config.reason,
+        )
+    except shadow.NotEnoughEvidenceError as error:
+        raise dg.Failure(str(error), metadata={"models": table(error.comparison.models)}) from None
+    except ModelRegistryError as error:
+        raise dg.Failure(str(error)) from None
+    return _report(context, registry, promotion)
+
+
+def _change_log_output(registry: ModelRegistry, value: dict) -> dg.Output[dict]:
+    changes = registry.change_log()
+    return dg.Output(
+        value,
+        metadata={
+            "challenger": value["version"],
+            "threshold": dg.MetadataValue.float(value["threshold"]),
+            "change_log": table(changes.tail(CHANGE_LOG_ROWS).iloc[::-1]),
+            "change_log_path": dg.MetadataValue.path(str(registry.change_log_path)),
+        },
+    )
+
+
+@dg.job(
+    description="Operator: score a saved model version in shadow beside the promoted one "
+    "(config: version, optional threshold, reason). The running stream applies it from its "
+    "next micro-batch: both scores go to the shadow table, only the champion's alerts to "
+    "fraud_alerts. Logged (who/when/what)."
+)
+def name_challenger():
+    name_challenger_op()
+
+
+@dg.job(description="Operator: stop shadow scoring (config: reason). Logged.")
+def clear_challenger():
+    clear_challenger_op()
+
+
+@dg.job(
+    description="Operator: promote the challenger at its shadow threshold, refused until it "
+    "scored at least min_labelled_rows labelled transactions with min_frauds frauds in shadow "
+    "(config). Logged; the challenger pointer is cleared."
+)
+def promote_challenger():
+    promote_challenger_op()
+
+
 @dg.job(
     description="Operator: change the alert threshold of the promoted model (config: "
     "threshold, reason). The running stream applies it from its next micro-batch; the change "
@@ -156,6 +290,12 @@ def operate() -> dg.Definitions:
     # are listed here. The resource is bound like those of defs/resources.py.
     user = dg.EnvVar("USER") if "USER" in os.environ else "unknown"
     return dg.Definitions(
-        jobs=[set_alert_threshold, promote_model_version],
+        jobs=[
+            set_alert_threshold,
+            promote_model_version,
+            name_challenger,
+            clear_challenger,
+            promote_challenger,
+        ],
         resources={"operator": OperatorResource(os_user=user)},
     )

@@ -47,7 +47,7 @@ class ProjectResource(dg.ConfigurableResource):
 
     @property
     def stream_paths(self) -> StreamPaths:
-        return StreamPaths.under(self.paths.tables_dir, self.paths.checkpoints_dir)
+        return self.paths.stream_paths
 
     def table(self, name: str) -> Path:
         return self.paths.tables_dir / name

@@ -1,7 +1,12 @@
 # ruff: noqa: T201 - the handlers of a command line report to the operator with print.
-"""``fraud-assets model set-threshold|promote|history``: change what the stream alerts on.
+"""``fraud-assets model ...``: change what the stream alerts on, or scores in shadow.
 
-A running scoring stream re-reads the promotion at the start of every micro-batch, so a
+``set-threshold``, ``promote`` and ``history``; ``challenger`` names a version the stream
+scores in shadow beside the promoted one (shadow table only, never ``fraud_alerts``),
+``clear-challenger`` stops that, ``promote-challenger`` promotes it once it has scored
+enough labelled live traffic (``fraud_assets.core.shadow``).
+
+A running scoring stream re-reads both pointers at the start of every micro-batch, so a
 change made here applies from its next batch, without a restart. Every change is appended
 to the registry's change log (who, when UTC, old/new version and threshold, policy, reason).
 """
@@ -10,6 +15,7 @@ import argparse
 import getpass
 import json
 
+from fraud_assets.core import shadow
 from fraud_assets.core.paths import ProjectPaths
 from fraud_assets.core.registry import ModelRegistry, ModelRegistryError
 from fraud_assets.errors import OperatorError
@@ -42,6 +48,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_change_arguments(promote)
     promote.set_defaults(handler=promote_command)
+
+    challenger = actions.add_parser(
+        "challenger", help="score another saved version in shadow beside the promoted one"
+    )
+    challenger.add_argument("version", help="a saved version other than the promoted one")
+    challenger.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="its alert threshold in shadow (default: the one its selection recommended)",
+    )
+    _add_change_arguments(challenger)
+    challenger.set_defaults(handler=challenger_command)
+
+    clear = actions.add_parser("clear-challenger", help="stop scoring the challenger in shadow")
+    _add_change_arguments(clear)
+    clear.set_defaults(handler=clear_challenger_command)
+
+    rule = shadow.EvidenceRule()
+    winner = actions.add_parser(
+        "promote-challenger",
+        help="promote the challenger at its shadow threshold once its live evidence suffices",
+    )
+    winner.add_argument(
+        "--min-labelled-rows",
+        type=int,
+        default=rule.min_labelled_rows,
+        help=f"labelled transactions it must have scored in shadow ({rule.min_labelled_rows:,})",
+    )
+    winner.add_argument(
+        "--min-frauds",
+        type=int,
+        default=rule.min_frauds,
+        help=f"frauds among them (default {rule.min_frauds})",
+    )
+    _add_change_arguments(winner)
+    winner.set_defaults(handler=promote_challenger_command)
 
     history = actions.add_parser("history", help="print the change log, oldest first")
     history.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -98,6 +141,54 @@ def promote_command(args: argparse.Namespace) -> int:
     print(
         f"promoted {after.version} at threshold {after.threshold} (was {was}; a running "
         "stream applies it from its next micro-batch)"
+    )
+    return 0
+
+
+def challenger_command(args: argparse.Namespace) -> int:
+    """``model challenger``: score a saved version in shadow, logged."""
+    registry = _registry(args)
+    try:
+        named = registry.name_challenger(
+            args.version, args.threshold, changed_by=_who(args), reason=args.reason
+        )
+    except ModelRegistryError as error:
+        raise OperatorError(str(error)) from None
+    print(
+        f"challenger {named.version} at threshold {named.threshold}: a running stream scores "
+        "it in shadow from its next micro-batch (tables/shadow; fraud_alerts keeps the "
+        "promoted model's alerts)"
+    )
+    return 0
+
+
+def clear_challenger_command(args: argparse.Namespace) -> int:
+    """``model clear-challenger``: stop shadow scoring, logged."""
+    cleared = _registry(args).clear_challenger(changed_by=_who(args), reason=args.reason)
+    if cleared is None:
+        raise OperatorError("no challenger is named: nothing to clear")
+    print(f"challenger {cleared.version} cleared (from the stream's next micro-batch)")
+    return 0
+
+
+def promote_challenger_command(args: argparse.Namespace) -> int:
+    """``model promote-challenger``: promote it if its shadow evidence meets the minimum."""
+    paths = ProjectPaths.at(args.home, args.state_dir or None)
+    rule = shadow.EvidenceRule(args.min_labelled_rows, args.min_frauds)
+    try:
+        promotion, comparison = shadow.promote_challenger(
+            _registry(args),
+            paths.stream_paths.shadow_table,
+            rule,
+            changed_by=_who(args),
+            reason=args.reason,
+        )
+    except ModelRegistryError as error:
+        raise OperatorError(str(error)) from None
+    print(comparison.models.to_string(index=False))
+    print(
+        f"promoted {promotion.version} at threshold {promotion.threshold} (a running stream "
+        "applies it from its next micro-batch)"
     )
     return 0
 

@@ -8,6 +8,7 @@ from fraud_assets.core.paths import StreamPaths
 from fraud_assets.core.queries import await_query
 from fraud_assets.core.reconcile import max_event_time, reconcile_kpis
 from fraud_assets.core.settings import KafkaSettings, Topics
+from fraud_assets.core.stream import ScoringBatchWriter
 from fraud_assets.kafka.io import read_topic
 from fraud_assets.kafka.producer import encode_message, transaction_message
 
@@ -84,3 +85,10 @@ def letters_match_the_topic(spark, kafka, paths, letters):
         (row["source_partition"], row["source_offset"]) for row in quarantine
     )
     assert len(set(coordinates)) == len(coordinates)
+
+
+class CrashBeforeDelivery(ScoringBatchWriter):
+    """A writer whose process dies right after the ledger commit (before any other output)."""
+
+    def _deliver(self, batch):
+        raise SystemExit("killed after the ledger commit")

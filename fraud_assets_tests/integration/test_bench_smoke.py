@@ -17,7 +17,13 @@ from fraud_assets.bench.ladder import RUNGS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATASET = REPO_ROOT / "data" / "creditcard.csv"
-THROUGHPUT = ("production", "plain_python_fast", "reference_style", "plain_python")
+THROUGHPUT = (
+    "production",
+    "production_shadow",
+    "plain_python_fast",
+    "reference_style",
+    "plain_python",
+)
 LATENCY = (
     "production",
     "bare_microbatch",
@@ -99,6 +105,15 @@ def test_bench_smoke_reports_every_pipeline_and_exact_alerts(tmp_path: Path) -> 
     for key in ("floor_ratio", "ratio_vs_reference_style", "ratio_vs_plain_python"):
         assert report[key] > 0, key
     assert report["ratio_vs_plain_python_fast"] > 0
+    # The shadow run scored every message twice: its alerts are still the champion's, and
+    # its shadow table holds every message once.
+    shadow = report["throughput_details"]["production_shadow"]
+    assert shadow["shadow_exact"] and shadow["shadow_rows"] == report["backlog_messages"]
+    assert (
+        report["correctness"]["production_shadow"]["alerts_expected"]
+        == (report["correctness"]["production"]["alerts_expected"])
+    )
+    assert report["shadow_cost_ratio"] > 0
     assert report["generator_tps"] > 0
     for name in LATENCY:
         detail = report["latency_details"][name]

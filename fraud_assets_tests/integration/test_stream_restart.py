@@ -28,6 +28,7 @@ from fraud_assets.core.stream import (
 from fraud_assets.kafka.io import produce_messages, read_topic
 from fraud_assets_tests.integration.streams import (
     BAD_MESSAGES,
+    CrashBeforeDelivery,
     fresh_run,
     kpis_reconciled,
     letters_match_the_topic,
@@ -178,13 +179,6 @@ def test_checkpoint_of_another_topic_is_refused_and_kept(
     assert sorted(p.name for p in paths.checkpoint_dir.iterdir()) == before
 
 
-class _CrashBeforeDelivery(ScoringBatchWriter):
-    """A writer whose process dies right after the ledger commit (before any other output)."""
-
-    def _deliver(self, batch):
-        raise SystemExit("killed after the ledger commit")
-
-
 def test_a_batch_committed_but_not_delivered_is_delivered_by_the_next_writer(
     spark, kafka_broker, unique_topics, tmp_path, real_rows, model_and_promotion
 ):
@@ -196,7 +190,7 @@ def test_a_batch_committed_but_not_delivered_is_delivered_by_the_next_writer(
         kafka.bootstrap_servers, topics.transactions, [(k, v) for k, v, _ in BAD_MESSAGES]
     )
     parsed = parse_transactions(read_transactions_batch(spark, kafka))
-    crashing = _CrashBeforeDelivery(spark, kafka, paths, model, promotion, stream_id="s")
+    crashing = CrashBeforeDelivery(spark, kafka, paths, model, promotion, stream_id="s")
     crashing(parsed, 0)
     with pytest.raises(RuntimeError, match="killed after the ledger commit"):
         crashing.wait_for_delivery()

@@ -21,6 +21,7 @@ EXPECTED_ASSETS = {
     "alert_digest",
     "alerts_audit",
     "live_quality",
+    "challenger_comparison",
 }
 EXPECTED_CHECKS = {
     ("live_quality", "kpis_are_fresh"),
@@ -48,6 +49,8 @@ def test_asset_keys_jobs_and_checks():
     assert {"train_and_promote", "scoring_stream"} <= jobs
     # Operator jobs: change the threshold or the promoted version of a running stream.
     assert {"set_alert_threshold", "promote_model_version"} <= jobs
+    # ... and name, clear or promote a challenger scored in shadow.
+    assert {"name_challenger", "clear_challenger", "promote_challenger"} <= jobs
 
 
 def test_sensors_and_schedules_supervise_and_audit_the_stream():
@@ -58,7 +61,7 @@ def test_sensors_and_schedules_supervise_and_audit_the_stream():
     running = dg.DefaultSensorStatus.RUNNING
     assert all(sensor.default_status == running for sensor in sensors.values())
     assert sensors["stream_supervisor"].job_name == "scoring_stream"
-    assert sensors["stream_supervisor"].minimum_interval_seconds == 30
+    assert sensors["stream_supervisor"].minimum_interval_seconds == 10
     assert sensors["alert_digest_sensor"].asset_key == dg.AssetKey("alerts")
     [schedule] = [definitions.resolve_schedule_def(s.name) for s in definitions.schedules]
     assert schedule.name == "hourly_alerts_audit"

@@ -10,6 +10,8 @@ from fraud_assets.core.contracts import FEATURE_COLUMNS
 from fraud_assets.core.registry import ModelRegistry, write_json_atomic
 from fraud_assets.defs.operate import (
     OperatorResource,
+    name_challenger,
+    promote_challenger,
     promote_model_version,
     set_alert_threshold,
 )
@@ -27,7 +29,13 @@ def state(tmp_path):
     for version in (V1, V2):
         write_json_atomic(
             registry.version_dir(version) / "metadata.json",
-            {"version": version, "features": list(FEATURE_COLUMNS), "metrics": {"pr_auc": 0.8}},
+            {
+                "version": version,
+                "features": list(FEATURE_COLUMNS),
+                "metrics": {"pr_auc": 0.8},
+                "threshold": 0.4,
+                "policy": "max_f1",
+            },
         )
     registry.promote(V1, 0.8, "max_f1", 0.8, changed_by="selection")
     return tmp_path
@@ -73,6 +81,25 @@ def test_cli_refusals_are_one_line_and_change_nothing(state, capsys, args, messa
     assert cli(state, *args) == 2
     assert message in capsys.readouterr().err
     assert len(ModelRegistry(state / "models").change_log()) == 1
+
+
+def test_cli_names_clears_and_refuses_to_promote_a_challenger_without_evidence(state, capsys):
+    assert cli(state, "challenger", V2, "--reason", "try the forest", "--by", "ann") == 0
+    assert f"challenger {V2} at threshold 0.4" in capsys.readouterr().out
+    registry = ModelRegistry(state / "models")
+    assert registry.challenger().version == V2
+    # No shadow row yet: promotion is refused and nothing changes.
+    assert cli(state, "promote-challenger", "--reason", "now") == 2
+    assert "0 labelled rows with 0 frauds" in capsys.readouterr().err
+    assert registry.promoted().version == V1
+    assert cli(state, "clear-challenger", "--reason", "done") == 0
+    assert registry.challenger() is None
+    assert cli(state, "clear-challenger", "--reason", "again") == 2
+    assert "no challenger is named" in capsys.readouterr().err
+    assert cli(state, "challenger", V1, "--reason", "x") == 2
+    assert "is the promoted model" in capsys.readouterr().err
+    actions = list(registry.change_log()["action"])
+    assert actions == ["promote", "name_challenger", "clear_challenger"]
 
 
 def test_cli_set_threshold_needs_a_reason(state):
@@ -133,3 +160,25 @@ def test_promote_job_falls_back_to_the_os_user_and_fails_clearly(state):
     assert not failed.success
     assert registry.promoted().version == V2
     assert len(registry.change_log()) == 2
+
+
+def test_challenger_jobs_name_it_and_refuse_promotion_without_evidence(state):
+    config = {"version": V2, "reason": "shadow it"}
+    result = name_challenger.execute_in_process(
+        run_config={"ops": {"name_challenger_op": {"config": config}}},
+        resources=resources(state),
+        tags={"dagster/user": "carol@example.com"},
+    )
+    assert result.success
+    registry = ModelRegistry(state / "models")
+    assert (registry.challenger().version, registry.challenger().threshold) == (V2, 0.4)
+    assert registry.change_log().iloc[-1]["changed_by"] == "carol@example.com"
+
+    refused = promote_challenger.execute_in_process(
+        run_config={"ops": {"promote_challenger_op": {"config": {"reason": "early"}}}},
+        resources=resources(state),
+        raise_on_error=False,
+    )
+    assert not refused.success
+    assert registry.promoted().version == V1
+    assert registry.challenger().version == V2
