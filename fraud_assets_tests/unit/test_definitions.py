@@ -21,6 +21,7 @@ EXPECTED_ASSETS = {
     "alert_digest",
     "alerts_audit",
     "live_quality",
+    "feature_drift",
 }
 EXPECTED_CHECKS = {
     ("live_quality", "kpis_are_fresh"),
@@ -31,6 +32,7 @@ EXPECTED_CHECKS = {
     ("model_selection", "model_quality_gate"),
     ("alerts_audit", "alerts_reached_kafka"),
     ("alerts_audit", "kafka_alerts_in_parquet"),
+    ("feature_drift", "no_significant_drift"),
 }
 
 
@@ -64,6 +66,12 @@ def test_sensors_and_schedules_supervise_and_audit_the_stream():
     assert schedule.name == "hourly_alerts_audit"
     assert schedule.cron_schedule == "0 * * * *"
     assert schedule.job_name == "audit_alerts"
+    audit_job = definitions.resolve_job_def("audit_alerts")
+    assert {k.to_user_string() for k in audit_job.asset_layer.selected_asset_keys} == {
+        "alerts_audit",
+        "live_quality",
+        "feature_drift",
+    }
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     jobs = {job.name for job in definitions.resolve_all_job_defs()}
     assert {"audit_alerts", "refresh_alert_digest"} <= jobs
@@ -92,6 +100,7 @@ def test_flow_dependencies():
     assert parents("model_selection") == {"fraud_model"}
     assert parents("promoted_model") == {"model_selection"}
     assert parents("alerts") == {"promoted_model"}
+    assert parents("feature_drift") == {"promoted_model"}
 
 
 def test_stream_job_is_tagged_for_the_concurrency_limit():
