@@ -55,13 +55,22 @@ def test_asset_keys_jobs_and_checks():
 def test_sensors_and_schedules_supervise_and_audit_the_stream():
     definitions = load()
     names = {sensor.name for sensor in definitions.sensors}
-    assert names == {"stream_supervisor", "alert_digest_sensor"}
+    assert names == {"stream_supervisor", "alert_digest_sensor", "model_retraining"}
     sensors = {name: definitions.resolve_sensor_def(name) for name in names}
     running = dg.DefaultSensorStatus.RUNNING
     assert all(sensor.default_status == running for sensor in sensors.values())
     assert sensors["stream_supervisor"].job_name == "scoring_stream"
     assert sensors["stream_supervisor"].minimum_interval_seconds == 30
     assert sensors["alert_digest_sensor"].asset_key == dg.AssetKey("alerts")
+    # Declarative automation of the model assets (weekly and after drift), running by default.
+    retraining = sensors["model_retraining"]
+    assert isinstance(retraining, dg.AutomationConditionSensorDefinition)
+    targeted = retraining.asset_selection.resolve(definitions.resolve_asset_graph())
+    assert {key.to_user_string() for key in targeted} == {
+        "fraud_model",
+        "model_selection",
+        "promoted_model",
+    }
     [schedule] = [definitions.resolve_schedule_def(s.name) for s in definitions.schedules]
     assert schedule.name == "hourly_alerts_audit"
     assert schedule.cron_schedule == "0 * * * *"
@@ -101,6 +110,16 @@ def test_flow_dependencies():
     assert parents("promoted_model") == {"model_selection"}
     assert parents("alerts") == {"promoted_model"}
     assert parents("feature_drift") == {"promoted_model"}
+
+
+def test_only_the_model_assets_are_automated():
+    graph = load().resolve_asset_graph()
+    automated = {
+        key.to_user_string()
+        for key in graph.get_all_asset_keys()
+        if graph.get(key).automation_condition is not None
+    }
+    assert automated == {"fraud_model", "model_selection", "promoted_model"}
 
 
 def test_stream_job_is_tagged_for_the_concurrency_limit():
