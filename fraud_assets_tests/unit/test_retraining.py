@@ -17,7 +17,12 @@ from dagster._core.definitions.automation_tick_evaluation_context import build_r
 
 from fraud_assets.definitions import load_definitions
 from fraud_assets.defs.drift import DRIFT_CHECK
+from fraud_assets.defs.resources import ProjectResource, SparkResource
 from fraud_assets.defs.retraining import DRIFT_ASSET, MODEL_ASSETS, RETRAIN_CRON
+from fraud_assets.defs.selection import model_quality_gate, model_selection, promoted_model
+from fraud_assets.defs.train import fraud_model
+from fraud_assets_tests.conftest import REPO_ROOT
+from fraud_assets_tests.factories import audited_df, separable_transactions
 
 MODEL_KEYS = {dg.AssetKey(name) for name in MODEL_ASSETS}
 WEDNESDAY = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
@@ -144,3 +149,44 @@ def test_one_tick_makes_one_run_that_holds_the_promotion_gate(definitions, insta
     # None: the run executes every check of its assets, the blocking gate included.
     assert run.asset_check_keys is None or gate in run.asset_check_keys
     assert graph.get(gate).blocking
+
+
+def test_the_automated_run_stops_before_promotion_when_the_gate_fails(
+    definitions, instance, spark, tmp_path
+):
+    """The run the tick asks for, executed with real Spark: a failed gate promotes nothing."""
+    ticks = Ticks(definitions, instance)
+    ticks.at(WEDNESDAY)
+    record_drift_audit(instance, passed=False)
+    assert ticks.at(WEDNESDAY + timedelta(minutes=1)) == MODEL_KEYS
+    [run] = build_run_requests(
+        ticks.last._requested_subsets,  # noqa: SLF001
+        definitions.resolve_asset_graph(),
+        run_tags=None,
+        emit_backfills=False,
+    )
+    project = ProjectResource(home=str(REPO_ROOT), state_dir=str(tmp_path), dataset_sha256="")
+    audited_df(spark, separable_transactions(400)).write.parquet(
+        str(project.table("audited_transactions"))
+    )
+    result = dg.materialize(
+        [fraud_model, model_selection, model_quality_gate, promoted_model],
+        selection=run.asset_selection,
+        instance=instance,
+        resources={"project": project, "spark": SparkResource(home=str(REPO_ROOT))},
+        run_config={
+            "ops": {
+                "fraud_model": {"config": {"algorithms": ["lr"], "bootstrap_resamples": 20}},
+                # No model reaches an average precision above 1: the gate must fail.
+                "model_selection_model_quality_gate": {"config": {"min_average_precision": 1.01}},
+            }
+        },
+        raise_on_error=False,
+    )
+    [gate] = result.get_asset_check_evaluations()
+    assert gate.check_name == "model_quality_gate" and not gate.passed
+    assert result.asset_materializations_for_node("model_selection")
+    assert not result.asset_materializations_for_node("promoted_model")
+    assert project.registry.promoted() is None
+    # The request was handled: the next tick asks for nothing more.
+    assert ticks.at(WEDNESDAY + timedelta(minutes=2)) == set()
