@@ -3,6 +3,7 @@
 import math
 
 import dagster as dg
+from pyspark.ml import PipelineModel
 
 from fraud_assets.core.contracts import AUDITED_TRANSACTIONS_SCHEMA
 from fraud_assets.core.drift import (
@@ -42,7 +43,11 @@ def _float(value: float) -> dg.MetadataValue:
 
 
 def _reference(
-    project: ProjectResource, spark: SparkResource, settings: DriftResource, version: str
+    project: ProjectResource,
+    spark: SparkResource,
+    settings: DriftResource,
+    version: str,
+    model: PipelineModel,
 ) -> tuple[ReferenceProfile, dict]:
     """The training-data profile of ``version``: saved, or computed from the audited table.
 
@@ -75,10 +80,9 @@ def _reference(
         "reused": profile is not None,
     }
     if profile is None:
-        session = spark.session()
-        audited = read_table(session, audited_path, AUDITED_TRANSACTIONS_SCHEMA)
+        audited = read_table(spark.session(), audited_path, AUDITED_TRANSACTIONS_SCHEMA)
         reference = training_reference(audited, holdout_fraction, settings.reference_rows)
-        scored = with_fraud_prob(registry.load(version), reference)
+        scored = with_fraud_prob(model, reference)
         profile = reference_profile(scored, DRIFT_COLUMNS, settings.bins)
         save_profile(path, profile, **provenance)
     return profile, source
@@ -113,11 +117,13 @@ def feature_drift(
 ):
     registry = project.registry
     promotion = registry.require_promoted()
-    profile, source = _reference(project, spark, drift, promotion.version)
+    session = spark.session()  # before loading the model: Spark ML reads through it
+    model = registry.load(promotion.version)
+    profile, source = _reference(project, spark, drift, promotion.version, model)
     settings = kafka.settings
     ends = end_offsets(settings, settings.topics.transactions)
-    live = recent_transactions(spark.session(), settings, ends, drift.live_rows)
-    measured = measure_drift(profile, with_fraud_prob(registry.load(promotion.version), live))
+    live = recent_transactions(session, settings, ends, drift.live_rows)
+    measured = measure_drift(profile, with_fraud_prob(model, live))
     psi = measured.table()
     live_rows = int(psi["live_rows"].max()) if len(psi) else 0
     threshold = drift.psi_threshold
