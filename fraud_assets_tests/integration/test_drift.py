@@ -111,3 +111,13 @@ def test_drift_check_passes_on_real_traffic_and_fails_when_amounts_are_scaled(
     assert all(drifted_psi[f"V{i}"] == pytest.approx(steady_psi[f"V{i}"]) for i in range(1, 29))
     # The training-data summary is computed once per promoted version.
     assert metadata["reference"].value["reused"]
+
+    # Too few live transactions to tell: the check passes and says it measured nothing, so
+    # a quiet topic never triggers retraining (these drifted rows would fail it otherwise).
+    quiet = unique_topics(partitions=2, prefix="tx")
+    produce_messages(kafka_broker.bootstrap_servers, quiet, messages(scaled.head(50)))
+    check, metadata = run_audit(project, kafka_broker, quiet)
+    assert check.passed
+    assert check.metadata["measured"].value is False
+    assert metadata["live_rows"].value == 50
+    assert metadata["max_psi"].value > 0.2
