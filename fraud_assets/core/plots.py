@@ -103,3 +103,49 @@ def stream_health_png(health: pd.DataFrame, title: str = "scoring stream health"
     fig.autofmt_xdate()
     fig.tight_layout()
     return _png(fig)
+
+
+def drift_png(
+    psi: pd.DataFrame, score_bins: pd.DataFrame, threshold: float, title: str = "drift"
+) -> bytes:
+    """PSI per column (largest on top, the threshold as a line), and the score's bins.
+
+    ``psi`` has ``feature`` and ``psi`` (:func:`fraud_assets.core.drift.Drift.table`);
+    ``score_bins`` has ``reference_share`` and ``live_share`` per bin of the score, lowest
+    first (:meth:`fraud_assets.core.drift.Drift.bin_shares`).
+    """
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(11, 6.5), dpi=90, gridspec_kw={"width_ratios": [3, 2]}
+    )
+    shown = psi.dropna(subset=["psi"]).iloc[::-1]  # barh draws bottom-up: largest on top
+    colors = ["tab:red" if value > threshold else "tab:blue" for value in shown["psi"]]
+    left.barh(shown["feature"], shown["psi"], color=colors)
+    left.axvline(threshold, color="grey", linestyle="--", linewidth=1)
+    left.text(threshold, len(shown) - 0.4, f" threshold {threshold:g}", color="grey")
+    left.set_xlabel("population stability index (live vs training data)")
+    left.tick_params(axis="y", labelsize=7)
+    left.set_title("PSI per feature")
+    positions = range(len(score_bins))
+    width = 0.4
+    right.bar(
+        [p - width / 2 for p in positions],
+        score_bins["reference_share"],
+        width,
+        label="training data",
+    )
+    right.bar(
+        [p + width / 2 for p in positions],
+        score_bins["live_share"],
+        width,
+        label="live",
+        color="tab:orange",
+    )
+    right.set_xticks(list(positions))
+    right.set_xticklabels([f"{i + 1}" for i in positions])
+    right.set_xlabel("score bin (training-data quantiles, low to high)")
+    right.set_ylabel("share of rows")
+    right.legend(loc="upper left")
+    right.set_title("fraud_prob distribution")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _png(fig)

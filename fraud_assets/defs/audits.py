@@ -175,9 +175,12 @@ def alerts_audit(project: ProjectResource, spark: SparkResource, kafka: KafkaRes
 
 alerts_audit_job = dg.define_asset_job(
     "audit_alerts",
-    selection=dg.AssetSelection.assets("alerts_audit", "live_quality"),
+    selection=dg.AssetSelection.assets(
+        "alerts_audit", "live_quality", "feature_drift", "challenger_comparison"
+    ),
     description="Reconcile Kafka fraud_alerts with the Parquet alerts table, measure live "
-    "quality and KPI freshness (and run their checks).",
+    "quality, KPI freshness and drift from the training data, compare a challenger scored in "
+    "shadow with the champion (and run their checks).",
 )
 
 alerts_audit_schedule = dg.ScheduleDefinition(
@@ -185,7 +188,8 @@ alerts_audit_schedule = dg.ScheduleDefinition(
     job=alerts_audit_job,
     cron_schedule="0 * * * *",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every hour: reconcile the two alert sinks, check KPI freshness and live quality.",
+    description="Every hour: reconcile the two alert sinks, check KPI freshness, live quality "
+    "and drift.",
 )
 
 

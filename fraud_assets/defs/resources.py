@@ -107,6 +107,22 @@ class StreamResource(dg.ConfigurableResource):
     about half a second; after a crash up to this much is delivered again)."""
 
 
+class DriftResource(dg.ConfigurableResource):
+    """How the drift audit compares live traffic with the promoted model's training data."""
+
+    psi_threshold: float = 0.2
+    """PSI above which a feature (or the score) counts as shifted: the usual reading is
+    below 0.1 stable, 0.1-0.2 moderate, above 0.2 significant."""
+    live_rows: int = 50_000
+    """The live sample: about this many of the newest messages of ``transactions``."""
+    min_live_rows: int = 1_000
+    """Fewer valid live transactions than this: too few to measure, the check passes."""
+    bins: int = 10
+    """Quantile bins per feature, cut on the training data (deciles)."""
+    reference_rows: int = 50_000
+    """At most about this many training rows summarise the training distribution."""
+
+
 class SparkResource(dg.ConfigurableResource):
     """The process's Spark session, built by dagster-pyspark from fraud_assets' conf."""
 
@@ -169,6 +185,12 @@ def _env_int(name: str, default: int) -> int | dg.EnvVar:
     return dg.EnvVar.int(name) if name in os.environ else default
 
 
+def _env_float(name: str, default: float) -> float:
+    # dg.EnvVar has a text and an integer form only (a float field refuses it): the value
+    # is read here, so the UI shows the number rather than the variable's name.
+    return float(os.environ[name]) if name in os.environ else default
+
+
 def build_resources() -> dict[str, dg.ConfigurableResource]:
     """The resources bound from the environment (see the README's configuration table)."""
     home = _env("FRAUD_HOME", ".")
@@ -191,6 +213,11 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
         "stream": StreamResource(
             alert_delivery=_env("FRAUD_ALERT_DELIVERY", "microbatch"),
             realtime_checkpoint_interval=_env("FRAUD_REALTIME_CHECKPOINT_INTERVAL", "60 seconds"),
+        ),
+        "drift": DriftResource(
+            psi_threshold=_env_float("FRAUD_DRIFT_PSI_THRESHOLD", 0.2),
+            live_rows=_env_int("FRAUD_DRIFT_LIVE_ROWS", 50_000),
+            min_live_rows=_env_int("FRAUD_DRIFT_MIN_LIVE_ROWS", 1_000),
         ),
         "spark": SparkResource(
             master=_env("FRAUD_SPARK_MASTER", "local[*]"),

@@ -13,6 +13,7 @@ from fraud_assets.core.registry import ModelRegistry, ModelRegistryError, write_
 from fraud_assets.core.tables import read_table
 from fraud_assets.defs.metadata import png, table
 from fraud_assets.defs.resources import ProjectResource, SparkResource
+from fraud_assets.defs.retraining import promote_after_gate, with_training
 from fraud_assets.defs.train import LATEST_TRAINING_FILE, fraud_model
 
 SUMMARY_FILE = "model_selection_summary.json"
@@ -66,6 +67,7 @@ def champion_average_precision(
     group_name="select",
     kinds={"json"},
     deps=[fraud_model],
+    automation_condition=with_training,
     description=(
         "The model of the last training run with the best time-ordered validation average "
         "precision, its recommended threshold (named by its policy, chosen on validation) "
@@ -185,6 +187,7 @@ def model_quality_gate(
     group_name="select",
     kinds={"json"},
     deps=[model_selection],
+    automation_condition=promote_after_gate,
     description="The model version and threshold the scoring stream uses (promoted.json).",
 )
 def promoted_model(project: ProjectResource) -> dg.MaterializeResult:

@@ -13,6 +13,7 @@ from fraud_assets.core.tables import read_table
 from fraud_assets.defs.audit import audited_transactions
 from fraud_assets.defs.metadata import png, table
 from fraud_assets.defs.resources import ProjectResource, SparkResource
+from fraud_assets.defs.retraining import retrain
 from fraud_assets.modeling.plots import pr_curves_png
 
 LATEST_TRAINING_FILE = "latest_training.json"
@@ -93,6 +94,7 @@ def _validate(config: TrainingRunConfig) -> None:
     group_name="train",
     kinds={"spark", "sparkml"},
     deps=[audited_transactions],
+    automation_condition=retrain,
     description=(
         "Versioned Spark ML PipelineModels (VectorAssembler -> StandardScaler -> logistic "
         "regression, random forest, gradient-boosted trees or XGBoost), one per configured "

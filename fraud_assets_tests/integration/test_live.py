@@ -214,6 +214,8 @@ def test_the_ui_shows_the_supervised_stream_at_work(live_system):
     sensors = {s["name"]: s["sensorState"]["status"] for s in automation["sensors"]}
     assert schedules == {"hourly_alerts_audit": "RUNNING"}
     assert sensors["stream_supervisor"] == sensors["alert_digest_sensor"] == "RUNNING"
+    # The model assets' declarative automation (weekly and after drift) is on as well.
+    assert sensors["model_retraining"] == "RUNNING"
 
     seconds = time.monotonic() - live.started
     ready = wait_until(

@@ -22,6 +22,7 @@ EXPECTED_ASSETS = {
     "alerts_audit",
     "live_quality",
     "challenger_comparison",
+    "feature_drift",
 }
 EXPECTED_CHECKS = {
     ("live_quality", "kpis_are_fresh"),
@@ -32,6 +33,7 @@ EXPECTED_CHECKS = {
     ("model_selection", "model_quality_gate"),
     ("alerts_audit", "alerts_reached_kafka"),
     ("alerts_audit", "kafka_alerts_in_parquet"),
+    ("feature_drift", "no_significant_drift"),
 }
 
 
@@ -56,17 +58,32 @@ def test_asset_keys_jobs_and_checks():
 def test_sensors_and_schedules_supervise_and_audit_the_stream():
     definitions = load()
     names = {sensor.name for sensor in definitions.sensors}
-    assert names == {"stream_supervisor", "alert_digest_sensor"}
+    assert names == {"stream_supervisor", "alert_digest_sensor", "model_retraining"}
     sensors = {name: definitions.resolve_sensor_def(name) for name in names}
     running = dg.DefaultSensorStatus.RUNNING
     assert all(sensor.default_status == running for sensor in sensors.values())
     assert sensors["stream_supervisor"].job_name == "scoring_stream"
     assert sensors["stream_supervisor"].minimum_interval_seconds == 10
     assert sensors["alert_digest_sensor"].asset_key == dg.AssetKey("alerts")
+    # Declarative automation of the model assets (weekly and after drift), running by default.
+    retraining = sensors["model_retraining"]
+    assert isinstance(retraining, dg.AutomationConditionSensorDefinition)
+    targeted = retraining.asset_selection.resolve(definitions.resolve_asset_graph())
+    assert {key.to_user_string() for key in targeted} == {
+        "fraud_model",
+        "model_selection",
+        "promoted_model",
+    }
     [schedule] = [definitions.resolve_schedule_def(s.name) for s in definitions.schedules]
     assert schedule.name == "hourly_alerts_audit"
     assert schedule.cron_schedule == "0 * * * *"
     assert schedule.job_name == "audit_alerts"
+    audit_job = definitions.resolve_job_def("audit_alerts")
+    assert {k.to_user_string() for k in audit_job.asset_layer.selected_asset_keys} == {
+        "alerts_audit",
+        "live_quality",
+        "feature_drift",
+    }
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     jobs = {job.name for job in definitions.resolve_all_job_defs()}
     assert {"audit_alerts", "refresh_alert_digest"} <= jobs
@@ -95,6 +112,17 @@ def test_flow_dependencies():
     assert parents("model_selection") == {"fraud_model"}
     assert parents("promoted_model") == {"model_selection"}
     assert parents("alerts") == {"promoted_model"}
+    assert parents("feature_drift") == {"promoted_model"}
+
+
+def test_only_the_model_assets_are_automated():
+    graph = load().resolve_asset_graph()
+    automated = {
+        key.to_user_string()
+        for key in graph.get_all_asset_keys()
+        if graph.get(key).automation_condition is not None
+    }
+    assert automated == {"fraud_model", "model_selection", "promoted_model"}
 
 
 def test_stream_job_is_tagged_for_the_concurrency_limit():
