@@ -83,6 +83,7 @@ def test_sensors_and_schedules_supervise_and_audit_the_stream():
         "alerts_audit",
         "live_quality",
         "feature_drift",
+        "challenger_comparison",
     }
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     jobs = {job.name for job in definitions.resolve_all_job_defs()}
