@@ -261,3 +261,20 @@ def comparison_entry(report: dict[str, Any]) -> dict[str, Any]:
 def paired_by_model(paired: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """:func:`paired_comparisons` keyed by the compared model (``a``)."""
     return {pair["a"]: pair for pair in paired}
+
+
+def paired_table(paired: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per paired comparison: pooled difference, its interval, each fold's."""
+    rows = []
+    for pair in paired:
+        row = {
+            "model": pair["a"],
+            "against": pair["b"],
+            "ap_difference": pair["difference"],
+            "ci_low": pair["ci_low"],
+            "ci_high": pair["ci_high"],
+        }
+        for fold, difference in enumerate(pair["fold_differences"], start=1):
+            row[f"fold_{fold}_difference"] = difference
+        rows.append(row)
+    return pd.DataFrame(rows)
