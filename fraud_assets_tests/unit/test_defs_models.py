@@ -112,8 +112,7 @@ def test_train_select_gate_promote_on_a_small_table(spark, tmp_path):
     assert pair.data["ci_low"] <= pair.data["ap_difference"] <= pair.data["ci_high"]
     training = result.asset_materializations_for_node("fraud_model")[0].metadata
     assert {"lr_pooled_average_precision", "rf_scoring_core_us_per_row"} <= set(training)
-    [gate_figures] = [gate.metadata]
-    assert gate_figures["ap_source"].value == "rolling_origin pooled"
+    assert gate.metadata["ap_source"].value == "rolling_origin pooled"
     promotion = project.registry.require_promoted()
     assert promotion.version == selection["model_version"].value
     assert promotion.threshold == pytest.approx(selection["recommended_threshold"].value)
