@@ -6,6 +6,7 @@ import pytest
 from fraud_assets.defs.resources import ProjectResource, SparkResource
 from fraud_assets.defs.selection import (
     PromotionGateConfig,
+    champion_average_precision,
     gate_verdict,
     model_quality_gate,
     model_selection,
@@ -13,7 +14,7 @@ from fraud_assets.defs.selection import (
 )
 from fraud_assets.defs.train import fraud_model
 from fraud_assets_tests.conftest import REPO_ROOT
-from fraud_assets_tests.factories import audited_df, separable_transactions
+from fraud_assets_tests.factories import audited_df, separable_model, separable_transactions
 
 
 def summary(ap: float, champion_ap: float | None, recall: float = 0.8, threshold=True) -> dict:
@@ -122,3 +123,27 @@ def test_train_select_gate_promote_on_a_small_table(spark, tmp_path):
     assert metadata["scoring_core_us_per_row"] >= 0.0
     assert metadata["rolling_origin"]["pooled"]["folds"] == 2
     assert len(metadata["training_data_sha256"]) == 64
+
+
+def test_the_champion_pooled_ap_is_compared_only_on_the_same_data_and_folds(spark, tmp_path):
+    project = ProjectResource(home=str(REPO_ROOT), state_dir=str(tmp_path), dataset_sha256="")
+
+    def metadata(folds: int) -> dict:
+        return {
+            "training_data_sha256": "a" * 64,
+            "training": {"holdout_fraction": 0.2},
+            "metrics": {"average_precision": 0.8},
+            "rolling_origin": {"pooled": {"average_precision": 0.74, "folds": folds}},
+        }
+
+    project.registry.save("lr-20260101T000000Z", separable_model(spark), metadata(4))
+    project.registry.promote("lr-20260101T000000Z", 0.9, "max_f1", 0.8)
+    spark_resource = SparkResource(home=str(REPO_ROOT))
+    candidate = {"version": "rf-20260102T000000Z", **metadata(4)}
+    same = champion_average_precision(project, spark_resource, candidate)
+    assert (same["average_precision"], same["pooled_average_precision"]) == (0.8, 0.74)
+    other_folds = champion_average_precision(
+        project, spark_resource, {"version": "rf-20260102T000000Z", **metadata(2)}
+    )
+    assert other_folds["pooled_average_precision"] is None
+    assert other_folds["source"] == "stored"
