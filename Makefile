@@ -146,7 +146,7 @@ bench: setup ## throughput/latency benchmark of three pipelines -> var/bench/rep
 bench-smoke: setup ## the small benchmark variant (shape and correctness, no figures to trust)
 	$(FRAUD_ASSETS) --home "$(CURDIR)" bench --smoke
 
-models: setup ## LR, RF, GBT x two protocols, no search (--budget 1) -> var/models/comparison.json
+models: setup ## LR, RF, GBT, XGBoost x three protocols (rolling origin: 4 folds, paired), no search -> var/models/comparison.json
 	$(FRAUD_ASSETS) --home "$(CURDIR)" models --budget 1
 
 # LIVE_ARGS passes options through, e.g. make live LIVE_ARGS="--port 3001 --rate 500".

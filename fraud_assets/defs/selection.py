@@ -1,11 +1,12 @@
 """Select: the best new model, its alert threshold, a quality gate, and promotion."""
 
 import json
+from dataclasses import asdict
 
 import dagster as dg
 import pandas as pd
 
-from fraud_assets.core import train
+from fraud_assets.core import model_choice, rolling, train
 from fraud_assets.core.contracts import AUDITED_TRANSACTIONS_SCHEMA
 from fraud_assets.core.evaluate import average_precision, scored_slice
 from fraud_assets.core.plots import precision_recall_png
@@ -19,11 +20,25 @@ from fraud_assets.defs.train import LATEST_TRAINING_FILE, fraud_model
 SUMMARY_FILE = "model_selection_summary.json"
 
 
-def _latest_versions(registry: ModelRegistry) -> list[str]:
+def _latest_training(registry: ModelRegistry) -> dict:
     path = registry.models_dir / LATEST_TRAINING_FILE
     if not path.is_file():
         raise ModelRegistryError(f"{path} is missing: materialize fraud_model first")
-    return json.loads(path.read_text())["versions"]
+    return json.loads(path.read_text())
+
+
+def _pooled(metadata: dict) -> dict:
+    return (metadata.get("rolling_origin") or {}).get("pooled") or {}
+
+
+def _candidate(metadata: dict) -> model_choice.Candidate:
+    return model_choice.Candidate(
+        version=metadata["version"],
+        model=metadata["model"],
+        validation_average_precision=metadata["validation"]["average_precision"],
+        pooled_average_precision=_pooled(metadata).get("average_precision"),
+        scoring_core_us_per_row=metadata.get("scoring_core_us_per_row"),
+    )
 
 
 def champion_average_precision(
@@ -49,7 +64,15 @@ def champion_average_precision(
     )
     stored = champion.get("metrics", {}).get("average_precision")
     if same_data and same_holdout and stored is not None:
-        return {"version": promotion.version, "average_precision": stored, "source": "stored"}
+        # The pooled rolling-origin AP compares too when both were evaluated on the same folds.
+        pooled = _pooled(champion)
+        same_folds = pooled.get("folds") == _pooled(candidate).get("folds")
+        return {
+            "version": promotion.version,
+            "average_precision": stored,
+            "pooled_average_precision": pooled.get("average_precision") if same_folds else None,
+            "source": "stored",
+        }
     session = spark.session()
     audited = read_table(
         session, project.table("audited_transactions"), AUDITED_TRANSACTIONS_SCHEMA
@@ -63,30 +86,51 @@ def champion_average_precision(
     }
 
 
+class SelectionConfig(dg.Config):
+    """The cost-aware rule's setting (see fraud_assets.core.model_choice)."""
+
+    ap_tolerance: float = model_choice.DEFAULT_AP_TOLERANCE
+    """A cheaper model whose paired interval against the best pooled AP lies wholly above
+    -ap_tolerance qualifies even when the interval excludes 0."""
+
+
 @dg.asset(
     group_name="select",
     kinds={"json"},
     deps=[fraud_model],
     automation_condition=with_training,
     description=(
-        "The model of the last training run with the best time-ordered validation average "
-        "precision, its recommended threshold (named by its policy, chosen on validation) "
-        "and its holdout figures, with the model x protocol comparison and the current "
-        "champion's AP; written to model_selection_summary.json."
+        "The model of the last training run chosen by the cost-aware rule (the cheapest to "
+        "score whose pooled rolling-origin AP is not significantly worse than the best), its "
+        "recommended threshold (named by its policy, chosen on validation) and its holdout "
+        "figures, with the model x protocol comparison and the current champion's AP; "
+        "written to model_selection_summary.json."
     ),
 )
-def model_selection(project: ProjectResource, spark: SparkResource) -> dg.MaterializeResult:
+def model_selection(
+    config: SelectionConfig, project: ProjectResource, spark: SparkResource
+) -> dg.MaterializeResult:
     registry = project.registry
-    candidates = [registry.metadata(v) for v in _latest_versions(registry)]
-    best = max(candidates, key=lambda m: m["validation"]["average_precision"])
+    latest = _latest_training(registry)
+    candidates = [registry.metadata(v) for v in latest["versions"]]
+    paired = {p["a_version"]: p for p in (latest.get("rolling_origin") or {}).get("paired", [])}
+    choice = model_choice.choose_model(
+        [_candidate(m) for m in candidates], paired, config.ap_tolerance
+    )
+    best = next(m for m in candidates if m["version"] == choice.version)
     report = best["report"]
     recommended = report["recommended"]
     champion = champion_average_precision(project, spark, best)
+    pooled = _pooled(best)
     summary = {
         "model_version": best["version"],
         "algorithm": best["algorithm"],
         "pr_auc": best["metrics"]["average_precision"],
         "average_precision": best["metrics"]["average_precision"],
+        "pooled_average_precision": pooled.get("average_precision"),
+        "pooled_ap_ci": [pooled.get("ap_ci_low"), pooled.get("ap_ci_high")],
+        "scoring_core_us_per_row": best.get("scoring_core_us_per_row"),
+        "selection": choice.as_dict(),
         "ap_formula": report["holdout"]["ap_formula"],
         "ap_trapezoid": report["holdout"]["ap_trapezoid"],
         "ap_ci": [report["holdout"]["ap_ci_low"], report["holdout"]["ap_ci_high"]],
@@ -111,6 +155,9 @@ def model_selection(project: ProjectResource, spark: SparkResource) -> dg.Materi
             summary["validation_average_precision"]
         ),
         "comparison": table(pd.DataFrame(summary["comparison"]).drop(columns=["ap_formula"])),
+        "selection_rule": choice.rule,
+        "selection_reason": choice.reason,
+        "candidates": table(pd.DataFrame([asdict(v) for v in choice.verdicts]).round(4)),
         "policies": table(pd.DataFrame(report["policies"]).round(4)),
         "champion": dg.MetadataValue.json(champion or {}),
         "summary": dg.MetadataValue.path(str(summary_path)),
@@ -128,6 +175,22 @@ def model_selection(project: ProjectResource, spark: SparkResource) -> dg.Materi
         )
     else:
         metadata["recommended_error"] = report["recommended_error"]
+    if best.get("scoring_core_us_per_row") is not None:
+        metadata["scoring_core_us_per_row"] = dg.MetadataValue.float(
+            best["scoring_core_us_per_row"]
+        )
+    evidence = [m["rolling_origin"] for m in candidates if m.get("rolling_origin")]
+    if pooled:
+        metadata.update(
+            pooled_average_precision=dg.MetadataValue.float(pooled["average_precision"]),
+            pooled_ap_ci_low=dg.MetadataValue.float(pooled["ap_ci_low"]),
+            pooled_ap_ci_high=dg.MetadataValue.float(pooled["ap_ci_high"]),
+            rolling_origin_folds=table(rolling.folds_table(evidence).round(4)),
+        )
+    if paired:
+        metadata["rolling_origin_paired"] = table(
+            rolling.paired_table(list(paired.values())).round(4)
+        )
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -142,26 +205,39 @@ class PromotionGateConfig(dg.Config):
     """The promotion gate's bars."""
 
     min_average_precision: float = 0.5
-    """Floor on the holdout average precision (step-wise)."""
+    """Floor on the average precision (step-wise): pooled rolling-origin when available."""
     champion_tolerance: float = 0.02
     """How far below the current champion's holdout AP a candidate may be."""
 
 
 def gate_verdict(summary: dict, config: PromotionGateConfig) -> tuple[bool, dict]:
-    """Whether the selection may be promoted, and the figures that decided it."""
+    """Whether the selection may be promoted, and the figures that decided it.
+
+    The AP gated on is the pooled rolling-origin AP when the selection has one (it rests on
+    every fraud after the first fold), else the time-ordered holdout AP. The champion is
+    compared on the same kind of figure: pooled against pooled when the champion has a
+    comparable one, otherwise holdout against holdout.
+    """
     recommended = summary["recommended"] or {}
-    champion_ap = (summary.get("champion") or {}).get("average_precision")
-    ap = summary["average_precision"]
+    champion = summary.get("champion") or {}
+    pooled = summary.get("pooled_average_precision")
+    ap = pooled if pooled is not None else summary["average_precision"]
+    if pooled is not None and champion.get("pooled_average_precision") is not None:
+        compared, champion_ap = pooled, champion["pooled_average_precision"]
+    else:
+        compared, champion_ap = summary["average_precision"], champion.get("average_precision")
     reasons = {
         "has_threshold": bool(recommended),
         "above_floor": ap >= config.min_average_precision,
         "catches_frauds": (recommended.get("recall") or 0.0) > 0,
         "not_worse_than_champion": champion_ap is None
-        or ap >= champion_ap - config.champion_tolerance,
+        or compared >= champion_ap - config.champion_tolerance,
     }
     return all(reasons.values()), {
         **reasons,
         "average_precision": ap,
+        "ap_source": "rolling_origin pooled" if pooled is not None else "time_ordered holdout",
+        "holdout_average_precision": summary["average_precision"],
         "floor": config.min_average_precision,
         "champion_average_precision": champion_ap,
         "champion_tolerance": config.champion_tolerance,
@@ -172,9 +248,9 @@ def gate_verdict(summary: dict, config: PromotionGateConfig) -> tuple[bool, dict
 @dg.asset_check(
     asset=model_selection,
     blocking=True,
-    description="Gate before promotion: a recommended threshold that catches frauds, holdout "
-    "average precision above the floor, and no worse than the current champion beyond the "
-    "tolerance.",
+    description="Gate before promotion: a recommended threshold that catches frauds, average "
+    "precision (pooled rolling-origin when available, else holdout) above the floor, and no "
+    "worse than the current champion beyond the tolerance.",
 )
 def model_quality_gate(
     config: PromotionGateConfig, project: ProjectResource

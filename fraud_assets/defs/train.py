@@ -5,7 +5,7 @@ import pandas as pd
 import pyspark
 from pydantic import Field
 
-from fraud_assets.core import train
+from fraud_assets.core import rolling, train
 from fraud_assets.core.contracts import AUDITED_TRANSACTIONS_SCHEMA, FEATURE_COLUMNS
 from fraud_assets.core.registry import new_version, write_json_atomic
 from fraud_assets.core.selection import POLICIES, PolicySettings
@@ -29,9 +29,13 @@ class TrainingRunConfig(dg.Config):
 
     algorithms: list[str] = Field(default=["lr", "rf"], description="subset of lr, rf, gbt, xgb")
     protocols: list[str] = Field(
-        default=["time_ordered"],
-        description="time_ordered (always; its model is the one saved) and random_80_20 for "
-        "comparison",
+        default=["time_ordered", rolling.PROTOCOL],
+        description="time_ordered (always; its model is the one saved), rolling_origin (the "
+        "evidence model_selection weighs against scoring cost) and random_80_20 for comparison",
+    )
+    rolling_folds: int = Field(
+        default=rolling.DEFAULT_FOLDS,
+        description="rolling-origin folds: the rows are cut by Time into folds + 1 blocks",
     )
     search: bool = Field(
         default=False, description="run the bounded search of train.SEARCH_SPACE (slower)"
@@ -84,8 +88,9 @@ def _validate(config: TrainingRunConfig) -> None:
     unknown = set(config.algorithms) - set(train.ALGORITHMS)
     if not config.algorithms or unknown:
         raise ValueError(f"algorithms must be a non-empty subset of {list(train.ALGORITHMS)}")
-    if "time_ordered" not in config.protocols or set(config.protocols) - set(train.PROTOCOLS):
-        raise ValueError(f"protocols must include time_ordered and be among {train.PROTOCOLS}")
+    known = (*train.PROTOCOLS, rolling.PROTOCOL)
+    if "time_ordered" not in config.protocols or set(config.protocols) - set(known):
+        raise ValueError(f"protocols must include time_ordered and be among {known}")
     if config.policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, got {config.policy!r}")
 
@@ -113,11 +118,12 @@ def fraud_model(
     fingerprint = train.folder_fingerprint(project.table("audited_transactions"))
     registry = project.registry
     versions, comparison, curves, metadata = [], [], {}, {}
+    rolling_runs, rolling_reports, rolling_errors = {}, [], {}
     for algorithm in config.algorithms:
         base = config.training_config(algorithm)
         candidates = train.search_candidates(base) if config.search else [base]
         reports = {}
-        for protocol in config.protocols:
+        for protocol in (p for p in config.protocols if p != rolling.PROTOCOL):
             run = train.train_protocol(audited, protocol, candidates)
             reports[protocol] = train.run_report(
                 run, config.policy_settings, config.policy, config.bootstrap_resamples
@@ -125,6 +131,23 @@ def fraud_model(
             comparison.append(train.comparison_entry(reports[protocol]))
             if protocol == "time_ordered":
                 deployable = run
+        # What the stream pays per transaction for this model (the expression or UDF it
+        # evaluates), measured on the audited rows net of reading them.
+        cost = train.scoring_cost_us_per_row(deployable.model, audited)
+        evidence = None
+        if rolling.PROTOCOL in config.protocols:
+            try:
+                rolling_run = rolling.rolling_origin(
+                    audited, deployable.config, config.rolling_folds
+                )
+            except ValueError as error:  # a fold's past without fraud: no evidence, no failure
+                rolling_errors[algorithm] = str(error)
+            else:
+                evidence = rolling.rolling_report(rolling_run, config.bootstrap_resamples)
+                evidence["scoring_core_us_per_row"] = cost
+                rolling_runs[algorithm] = rolling_run
+                rolling_reports.append(evidence)
+                comparison.append(rolling.comparison_entry(evidence))
         report = reports["time_ordered"]
         recommended = report["recommended"] or {}
         version = new_version(algorithm)
@@ -152,7 +175,12 @@ def fraud_model(
                 "threshold": recommended.get("threshold"),
                 "policy": recommended.get("policy"),
                 "report": report,
-                "comparison": [train.comparison_entry(r) for r in reports.values()],
+                "comparison": [
+                    *(train.comparison_entry(r) for r in reports.values()),
+                    *([rolling.comparison_entry(evidence)] if evidence else []),
+                ],
+                "scoring_core_us_per_row": cost,
+                "rolling_origin": evidence,
                 "training_data_sha256": fingerprint,
                 "spark_version": pyspark.__version__,
             },
@@ -163,9 +191,30 @@ def fraud_model(
         metadata[f"{algorithm}_average_precision"] = dg.MetadataValue.float(
             report["holdout"]["average_precision"]
         )
+        metadata[f"{algorithm}_scoring_core_us_per_row"] = dg.MetadataValue.float(cost)
+        if evidence:
+            metadata[f"{algorithm}_pooled_average_precision"] = dg.MetadataValue.float(
+                evidence["pooled"]["average_precision"]
+            )
         metadata[f"{algorithm}_policies"] = table(pd.DataFrame(report["policies"]).round(4))
     audited.unpersist()
-    write_json_atomic(project.paths.models_dir / LATEST_TRAINING_FILE, {"versions": versions})
+    version_of = dict(zip(config.algorithms, versions, strict=True))
+    paired = [
+        {**pair, "a_version": version_of[pair["a"]], "b_version": version_of[pair["b"]]}
+        for pair in rolling.paired_comparisons(
+            list(rolling_runs.values()), config.bootstrap_resamples
+        )
+    ]
+    write_json_atomic(
+        project.paths.models_dir / LATEST_TRAINING_FILE,
+        {"versions": versions, "rolling_origin": {"folds": config.rolling_folds, "paired": paired}},
+    )
+    if rolling_reports:
+        metadata["rolling_origin_folds"] = table(rolling.folds_table(rolling_reports).round(4))
+    if paired:
+        metadata["rolling_origin_paired"] = table(rolling.paired_table(paired).round(4))
+    if rolling_errors:
+        metadata["rolling_origin_errors"] = dg.MetadataValue.json(rolling_errors)
     return dg.MaterializeResult(
         metadata={
             **metadata,

@@ -463,10 +463,11 @@ def run_live(options: LiveOptions) -> None:
             time.sleep(2.0)
 
 
-FIRST_TRAINING = {"fraud_model": {"algorithms": ["lr"]}}
+FIRST_TRAINING = {"fraud_model": {"algorithms": ["lr"], "protocols": ["time_ordered"]}}
 """What the live system trains when no model is promoted: the logistic regression alone
-(the model real-time delivery runs, and the quickest to fit). Materializing ``fraud_model``
-from the UI trains the full set and the selection promotes the best."""
+(the model real-time delivery runs, and the quickest to fit), without the rolling-origin
+folds (one model has nothing to be compared with). Materializing ``fraud_model`` from the UI
+trains the full set and the cost-aware selection promotes one."""
 
 
 def _train(project, kafka, instance, options: LiveOptions, milestones: Milestones) -> None:

@@ -1,14 +1,19 @@
-"""``fraud-assets models``: train LR, random forest and GBT under both protocols, compare.
+"""``fraud-assets models``: train every algorithm under each protocol and compare them.
 
 Audits ``data/creditcard.csv`` exactly as the Dagster assets do (exact duplicates dropped),
 then for each algorithm and protocol runs the bounded hyper-parameter search of
 ``fraud_assets.core.train.SEARCH_SPACE`` on the validation slice, refits the best
-configuration on the training part and evaluates it once on the holdout. Writes
+configuration on the training part and evaluates it once on the holdout. The rolling-origin
+protocol (``fraud_assets.core.rolling``) refits the time-ordered protocol's configuration on
+each expanding fold; its pooled AP, the paired differences against the best model and the
+measured scoring costs then go through the cost-aware rule of
+``fraud_assets.core.model_choice``, as ``model_selection`` does. Writes
 
 - ``var/models/comparison.json``: one entry per model x protocol (the table of the docs);
 - ``var/models/comparison_reports.json``: the full reports (search, per-policy thresholds,
-  holdout PR curve, settings, dataset hash and Spark version);
-- the table between the markers of ``docs/models.md``.
+  holdout PR curve, rolling-origin folds, paired differences, the rule's choice, settings,
+  dataset hash and Spark version);
+- the tables between the markers of ``docs/models.md``.
 
 Nothing is saved in the model registry: promotion goes through Dagster's gate.
 """
@@ -22,7 +27,7 @@ from typing import Any
 
 import pyspark
 
-from fraud_assets.core import audit, train
+from fraud_assets.core import audit, model_choice, rolling, train
 from fraud_assets.core.paths import ProjectPaths
 from fraud_assets.core.registry import write_json_atomic
 from fraud_assets.core.selection import POLICIES, PolicySettings
@@ -35,6 +40,9 @@ log = logging.getLogger(__name__)
 
 TABLE_START = "<!-- comparison:start -->"
 TABLE_END = "<!-- comparison:end -->"
+ROLLING_START = "<!-- rolling-origin:start -->"
+ROLLING_END = "<!-- rolling-origin:end -->"
+PROTOCOL_CHOICES = (*train.PROTOCOLS, rolling.PROTOCOL)
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -64,16 +72,69 @@ def comparison_table(entries: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_docs_table(docs: Path, table: str, note: str) -> bool:
-    """Replace the text between the comparison markers of ``docs``; False without markers."""
+def _interval(value: Any, low: Any, high: Any) -> str:
+    return f"{_fmt(value)} ({_fmt(low)}–{_fmt(high)})"
+
+
+def rolling_origin_table(
+    reports: list[dict[str, Any]], paired: list[dict[str, Any]], choice: dict[str, Any] | None
+) -> str:
+    """The rolling-origin comparison as a Markdown table, one row per model.
+
+    Pooled AP (95% CI), each fold's AP, the paired difference with the best pooled model,
+    the scoring cost and what the cost-aware rule made of the model.
+    """
+    folds = max((len(r["folds"]) for r in reports), default=0)
+    by_model = {p["a"]: p for p in paired}
+    chosen = {v["model"]: v for v in (choice or {}).get("verdicts", [])}
+    fold_heads = "".join(f" fold {i} AP (frauds) |" for i in range(1, folds + 1))
+    lines = [
+        f"| model | pooled AP (95% CI) | mean fold AP |{fold_heads} AP − best (paired 95% CI) "
+        "| scoring core-µs/row | rule |",
+        "| --- " * (6 + folds) + "|",
+    ]
+    for report in reports:
+        pooled, model = report["pooled"], report["model"]
+        cells = "".join(
+            f" {_fmt(f['average_precision'])} ({f['frauds']}) |" for f in report["folds"]
+        )
+        pair = by_model.get(model)
+        difference = (
+            f"{pair['difference']:+.3f} ({pair['ci_low']:+.3f} to {pair['ci_high']:+.3f})"
+            if pair
+            else "best"
+        )
+        rule = _rule_cell(chosen.get(model))
+        ap = _interval(pooled["average_precision"], pooled["ap_ci_low"], pooled["ap_ci_high"])
+        lines.append(
+            f"| {model} | {ap} "
+            f"| {_fmt(pooled['mean_fold_average_precision'])} |{cells} {difference} "
+            f"| {_fmt(report.get('scoring_core_us_per_row'), 1)} | {rule} |"
+        )
+    return "\n".join(lines)
+
+
+def _rule_cell(verdict: dict[str, Any] | None) -> str:
+    if verdict is None:
+        return "—"
+    if verdict["chosen"]:
+        return "**chosen**"
+    return "qualifies" if verdict["qualifies"] else "significantly worse"
+
+
+def write_docs_table(
+    docs: Path, table: str, note: str, markers: tuple[str, str] = (TABLE_START, TABLE_END)
+) -> bool:
+    """Replace the text between two markers of ``docs``; False without the markers."""
     if not docs.is_file():
         return False
     text = docs.read_text()
-    start, end = text.find(TABLE_START), text.find(TABLE_END)
+    start_marker, end_marker = markers
+    start, end = text.find(start_marker), text.find(end_marker)
     if start < 0 or end < start:
         return False
-    body = f"{TABLE_START}\n{note}\n\n{table}\n{TABLE_END}"
-    docs.write_text(text[:start] + body + text[end + len(TABLE_END) :])
+    body = f"{start_marker}\n{note}\n\n{table}\n{end_marker}"
+    docs.write_text(text[:start] + body + text[end + len(end_marker) :])
     return True
 
 
@@ -101,11 +162,13 @@ def run_models(args: argparse.Namespace) -> int:
     started = time.monotonic()
     output = Path(args.output) if args.output else paths.var / "models" / "comparison.json"
     audited = audit.audited_transactions(audit.raw_transactions(spark, csv)).cache()
-    entries, reports = [], []
+    entries, reports, rolling_runs, rolling_reports = [], [], [], []
+    train_protocols = [p for p in args.protocols if p != rolling.PROTOCOL]
     for algorithm in args.algorithms:
         base = train.TrainingConfig(algorithm=algorithm)
         candidates = train.search_candidates(base, args.budget)
-        for protocol in args.protocols:
+        chosen_config, cost = candidates[0], None
+        for protocol in train_protocols:
             log.info("training %s (%s), %d candidate(s)", algorithm, protocol, len(candidates))
             run = train.train_protocol(audited, protocol, candidates)
             report = train.run_report(run, settings, args.policy, resamples=args.resamples)
@@ -113,6 +176,8 @@ def run_models(args: argparse.Namespace) -> int:
             # What the stream pays per transaction for this model: the same expression (or
             # UDF) over every audited row, net of reading them.
             entry["scoring_core_us_per_row"] = train.scoring_cost_us_per_row(run.model, audited)
+            if protocol == "time_ordered":
+                chosen_config, cost = run.config, entry["scoring_core_us_per_row"]
             log.info(
                 "%s %s: AP %.3f [%.3f, %.3f] in %.0f s",
                 algorithm,
@@ -126,6 +191,33 @@ def run_models(args: argparse.Namespace) -> int:
             reports.append(report)
             # Written after every run, so an interrupted comparison keeps what it finished.
             write_json_atomic(output, entries)
+        if rolling.PROTOCOL in args.protocols:
+            log.info("rolling origin: %s on %d folds", algorithm, args.folds)
+            fold_started = time.monotonic()
+            run = rolling.rolling_origin(audited, chosen_config, args.folds)
+            report = rolling.rolling_report(run, args.resamples)
+            report["train_seconds"] = round(time.monotonic() - fold_started, 1)
+            report["params"] = chosen_config.params()
+            report["scoring_core_us_per_row"] = cost
+            log.info(
+                "%s rolling origin: pooled AP %.3f",
+                algorithm,
+                report["pooled"]["average_precision"],
+            )
+            rolling_runs.append(run)
+            rolling_reports.append(report)
+            entries.append(rolling.comparison_entry(report))
+            write_json_atomic(output, entries)
+    paired = rolling.paired_comparisons(rolling_runs, args.resamples)
+    choice = (
+        model_choice.choose_model(
+            _candidates(rolling_reports, reports),
+            rolling.paired_by_model(paired),
+            args.ap_tolerance,
+        ).as_dict()
+        if rolling_reports
+        else None
+    )
     audited.unpersist()
     write_json_atomic(
         output.with_name(output.stem + "_reports.json"),
@@ -138,6 +230,13 @@ def run_models(args: argparse.Namespace) -> int:
             "recommended_policy": args.policy,
             "wall_seconds": round(time.monotonic() - started, 1),
             "reports": reports,
+            "rolling_origin": {
+                "folds": args.folds,
+                "reports": rolling_reports,
+                "paired": paired,
+                "choice": choice,
+                "ap_tolerance": args.ap_tolerance,
+            },
         },
     )
     note = (
@@ -150,22 +249,71 @@ def run_models(args: argparse.Namespace) -> int:
     if not args.no_docs and not write_docs_table(docs, comparison_table(entries), note):
         log.warning("%s has no comparison markers: table not written there", docs)
     print(comparison_table(entries))
+    if rolling_reports:
+        table = rolling_origin_table(rolling_reports, paired, choice)
+        rolling_note = (
+            f"`fraud-assets models` on {datetime.now(UTC):%Y-%m-%d}: {args.folds} expanding "
+            f"folds, {args.resamples} bootstrap resamples (within folds, paired across models); "
+            f"rule `{choice['rule']}` (AP tolerance {args.ap_tolerance:g}) chooses "
+            f"**{_chosen_model(choice)}**: {choice['reason']}."
+        )
+        markers = (ROLLING_START, ROLLING_END)
+        if not args.no_docs and not write_docs_table(docs, table, rolling_note, markers):
+            log.warning("%s has no rolling-origin markers: table not written there", docs)
+        print(f"\n{table}\n\n{rolling_note}")
     print(f"\nwrote {output} in {time.monotonic() - started:.0f} s")
     return 0
+
+
+def _candidates(
+    rolling_reports: list[dict[str, Any]], reports: list[dict[str, Any]]
+) -> list[model_choice.Candidate]:
+    """One candidate per model (named by the model: nothing is saved in the registry)."""
+    validation = {
+        r["model"]: r["validation"]["average_precision"]
+        for r in reports
+        if r["protocol"] == "time_ordered"
+    }
+    return [
+        model_choice.Candidate(
+            version=r["model"],
+            model=r["model"],
+            validation_average_precision=validation.get(r["model"], float("nan")),
+            pooled_average_precision=r["pooled"]["average_precision"],
+            scoring_core_us_per_row=r["scoring_core_us_per_row"],
+        )
+        for r in rolling_reports
+    ]
+
+
+def _chosen_model(choice: dict[str, Any]) -> str:
+    return next(v["model"] for v in choice["verdicts"] if v["chosen"])
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``models`` sub-command."""
     parser = subparsers.add_parser(
         "models",
-        help="train LR, random forest and GBT under both protocols and compare them",
+        help="train every algorithm under each protocol and compare them",
         description=__doc__.split("\n\n")[1],
     )
     parser.add_argument(
         "--algorithms", nargs="+", choices=list(train.ALGORITHMS), default=list(train.ALGORITHMS)
     )
     parser.add_argument(
-        "--protocols", nargs="+", choices=list(train.PROTOCOLS), default=list(train.PROTOCOLS)
+        "--protocols", nargs="+", choices=list(PROTOCOL_CHOICES), default=list(PROTOCOL_CHOICES)
+    )
+    parser.add_argument(
+        "--folds",
+        type=int,
+        default=rolling.DEFAULT_FOLDS,
+        help="rolling-origin folds (the data is cut into folds + 1 blocks by Time)",
+    )
+    parser.add_argument(
+        "--ap-tolerance",
+        type=float,
+        default=model_choice.DEFAULT_AP_TOLERANCE,
+        help="the cost-aware rule's tolerance on the paired AP difference",
     )
     parser.add_argument(
         "--budget",

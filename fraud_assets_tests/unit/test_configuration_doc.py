@@ -75,3 +75,20 @@ def test_every_scoring_stream_config_key_is_documented_with_its_default(rows):
         key = f"ops.run_scoring_stream.config.{name}"
         assert key in table, f"{key} is not documented"
         assert table[key] == rendered(field.default), key
+
+
+def test_the_model_evidence_settings_are_documented_with_their_defaults(rows):
+    from fraud_assets.defs.selection import PromotionGateConfig, SelectionConfig
+    from fraud_assets.defs.train import TrainingRunConfig
+
+    table = {row[0].strip("`"): row[1] for row in rows if len(row) >= 3}
+    settings = [
+        ("fraud_model", TrainingRunConfig, "protocols"),
+        ("fraud_model", TrainingRunConfig, "rolling_folds"),
+        ("model_selection", SelectionConfig, "ap_tolerance"),
+        ("model_selection_model_quality_gate", PromotionGateConfig, "min_average_precision"),
+    ]
+    for op, config, name in settings:
+        key = f"ops.{op}.config.{name}"
+        assert key in table, f"{key} is not documented"
+        assert table[key] == rendered(config.model_fields[name].default), key

@@ -14,7 +14,10 @@ from fraud_assets.core.evaluate import (
     at_threshold,
     average_precision,
     bootstrap_ap_interval,
+    bootstrap_ap_values,
     budget_alerts,
+    paired_ap_difference,
+    percentile_interval,
     precision_at_budget,
     ranking_metrics,
     roc_auc,
@@ -118,3 +121,44 @@ def test_ranking_metrics_name_their_formula():
     assert metrics.ap_trapezoid == pytest.approx(TRAPEZOID_AP)
     assert "step-wise" in metrics.ap_formula
     assert (metrics.rows, metrics.frauds) == (8, 4)
+
+
+def test_paired_difference_uses_the_same_resampled_rows():
+    rng = np.random.default_rng(1)
+    labels = (rng.random(1500) < 0.05).astype(int)
+    good = labels * 0.4 + rng.random(1500) * 0.8
+    worse = labels * 0.2 + rng.random(1500) * 0.8
+    pair = paired_ap_difference(labels, good, worse, resamples=300, seed=3)
+    assert pair.difference == pytest.approx(
+        average_precision(labels, good) - average_precision(labels, worse)
+    )
+    assert 0.0 < pair.ci_low < pair.difference < pair.ci_high
+    assert pair.resamples == 300
+    # Same rows for both models: each resample's difference is the two columns' difference.
+    values = bootstrap_ap_values(labels, [good, worse], resamples=300, seed=3)
+    assert percentile_interval(values[:, 0] - values[:, 1]) == (pair.ci_low, pair.ci_high)
+    # The paired interval is narrower than the gap between the two unpaired intervals allows.
+    low_good, high_good = bootstrap_ap_interval(labels, good, resamples=300, seed=3)
+    low_worse, high_worse = bootstrap_ap_interval(labels, worse, resamples=300, seed=3)
+    assert pair.ci_high - pair.ci_low < (high_good - low_worse) - (low_good - high_worse)
+    # A model against itself differs by exactly 0 on every resample.
+    same = paired_ap_difference(labels, good, good, resamples=50)
+    assert (same.difference, same.ci_low, same.ci_high) == (0.0, 0.0, 0.0)
+
+
+def test_stratified_resamples_keep_each_stratum_whole():
+    # Stratum 0: two frauds scored 0.5; stratum 1: four legitimate rows, two above them.
+    # Resampled within strata, every resample keeps 2 frauds, so AP = 2 / (2 + m) where m
+    # is how many of the 4 legitimate draws scored 0.9.
+    labels, scores = [1, 1, 0, 0, 0, 0], [0.5, 0.5, 0.9, 0.9, 0.1, 0.1]
+    strata = np.array([0, 0, 1, 1, 1, 1])
+    values = bootstrap_ap_values(labels, [scores], resamples=300, seed=2, strata=strata)
+    assert values.shape == (300, 1)
+    allowed = [2 / (2 + m) for m in range(5)]
+    assert all(any(v == pytest.approx(a) for a in allowed) for v in values[:, 0])
+    # Unstratified, a resample may draw one fraud or three: other values appear.
+    pooled = bootstrap_ap_values(labels, [scores], resamples=300, seed=2)
+    assert not all(any(v == pytest.approx(a) for a in allowed) for v in pooled[:, 0])
+    low, high = bootstrap_ap_interval(labels, scores, resamples=300, seed=2, strata=strata)
+    assert low <= average_precision(labels, scores) <= high
+    assert all(math.isnan(x) for x in percentile_interval([]))
