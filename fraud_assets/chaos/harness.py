@@ -42,6 +42,7 @@ from fraud_assets.core.stream_run import MICROBATCH
 from fraud_assets.definitions import load_definitions
 from fraud_assets.defs.resources import ProjectResource, SparkResource, build_resources
 from fraud_assets.end_to_end import (
+    QUICK_TRAINING,
     EndToEndOptions,
     create_topics,
     kafka_resource,
@@ -470,7 +471,12 @@ def run_chaos(options: ChaosOptions) -> dict[str, Any]:
             "spark": SparkResource(home=str(options.home)),
         }
         materialize_batch_stages(
-            load_definitions(), resources, instance, timings, tag="fraud_assets/chaos"
+            load_definitions(),
+            resources,
+            instance,
+            timings,
+            tag="fraud_assets/chaos",
+            op_config=QUICK_TRAINING,
         )
         first, second = split_ids(paths.tables_dir / "audited_transactions")
 
