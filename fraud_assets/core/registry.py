@@ -150,6 +150,10 @@ class ModelRegistry:
             )
         return json.loads(path.read_text())
 
+    def recorded_pr_auc(self, version: str) -> float | None:
+        """The PR-AUC ``version``'s metadata records (None if it records none)."""
+        return (self.metadata(version).get("metrics") or {}).get("pr_auc")
+
     def load(self, version: str) -> PipelineModel:
         """Load a saved version's PipelineModel."""
         self.metadata(version)
@@ -246,13 +250,12 @@ class ModelRegistry:
                 )
             old = self.challenger()
             now = datetime.now(UTC).isoformat()
-            metrics = metadata.get("metrics") or {}
             challenger = Promotion(
                 version=version,
                 threshold=float(threshold),
                 policy=str(metadata.get("policy") or "manual"),
                 promoted_at=now,
-                pr_auc=metrics.get("pr_auc"),
+                pr_auc=(metadata.get("metrics") or {}).get("pr_auc"),
             )
             self._append_change(
                 _log_entry(now, changed_by, "name_challenger", old, challenger, reason)

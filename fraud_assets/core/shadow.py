@@ -214,12 +214,11 @@ def promote_challenger(
             "traffic in shadow, or lower the minimum deliberately",
             comparison,
         )
-    metrics = registry.metadata(challenger.version).get("metrics") or {}
     promotion = registry.promote(
         challenger.version,
         challenger.threshold,
         challenger.policy,
-        metrics.get("pr_auc"),
+        registry.recorded_pr_auc(challenger.version),
         changed_by=changed_by,
         reason=f"{reason} ({evidence})",
     )

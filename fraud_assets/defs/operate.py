@@ -148,12 +148,11 @@ def promote_model_version_op(
 ) -> dg.Output[dict]:
     registry = project.registry
     try:
-        metrics = registry.metadata(config.version).get("metrics") or {}
         promotion = registry.promote(
             config.version,
             config.threshold,
             config.policy,
-            metrics.get("pr_auc"),
+            registry.recorded_pr_auc(config.version),
             changed_by=changed_by(context, operator),
             reason=config.reason,
         )

@@ -125,13 +125,12 @@ def promote_command(args: argparse.Namespace) -> int:
     """``model promote``: another saved version (with its threshold), logged."""
     registry = _registry(args)
     try:
-        metrics = registry.metadata(args.version).get("metrics") or {}
         before = registry.promoted()
         after = registry.promote(
             args.version,
             args.threshold,
             args.policy,
-            metrics.get("pr_auc"),
+            registry.recorded_pr_auc(args.version),
             changed_by=_who(args),
             reason=args.reason,
         )

@@ -1,5 +1,8 @@
 """Shared steps of the integration tests of the scoring stream: data, topics, checks."""
 
+import time
+from collections.abc import Callable
+
 from pyspark.sql import functions as F
 
 from fraud_assets.core.contracts import KPI_SCHEMA
@@ -8,8 +11,8 @@ from fraud_assets.core.paths import StreamPaths
 from fraud_assets.core.queries import await_query
 from fraud_assets.core.reconcile import max_event_time, reconcile_kpis
 from fraud_assets.core.settings import KafkaSettings, Topics
-from fraud_assets.core.stream import ScoringBatchWriter
-from fraud_assets.kafka.io import read_topic
+from fraud_assets.core.stream import ScoringBatchWriter, StreamSettings, start_scoring_query
+from fraud_assets.kafka.io import produce_messages, read_topic
 from fraud_assets.kafka.producer import encode_message, transaction_message
 
 BAD_MESSAGES = [
@@ -92,3 +95,36 @@ class CrashBeforeDelivery(ScoringBatchWriter):
 
     def _deliver(self, batch):
         raise SystemExit("killed after the ledger commit")
+
+
+def wait_until(condition: Callable[[], bool], query, timeout_s: float = 240.0) -> None:
+    """Poll ``condition``; re-raise the query's own failure instead of timing out on it."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if query.exception() is not None:
+            raise AssertionError(f"the scoring query failed: {query.exception()}")
+        assert time.monotonic() < deadline, "the stream did not commit the batch in time"
+        time.sleep(0.5)
+
+
+def score_in_parts(spark, kafka, paths, writer, parts, before_part: Callable[[int], None]):
+    """Run the scoring query unbounded and feed it ``parts`` one at a time.
+
+    ``before_part(index)`` runs before part ``index`` is produced (an operator's change); the
+    next part is produced once the writer has scored every row so far, so each change applies
+    from a micro-batch boundary. The query is stopped and the delivery awaited at the end.
+    """
+    query = start_scoring_query(
+        spark, kafka, paths, writer, StreamSettings(trigger_interval="1 second"), bounded=False
+    )
+    try:
+        scored = 0
+        for index, part in enumerate(parts):
+            before_part(index)
+            produce_messages(kafka.bootstrap_servers, kafka.topics.transactions, messages(part))
+            scored += len(part)
+            wait_until(lambda total=scored: writer.totals.scored >= total, query)
+    finally:
+        query.stop()
+        writer.wait_for_delivery()
+    assert query.exception() is None

@@ -5,8 +5,6 @@ The switch promotes an XGBoost model over the logistic regression, so the same r
 the stream scoring with either kind of model (compiled expression, XGBoost's predictor)."""
 
 import json
-import time
-from collections.abc import Callable
 
 import pytest
 
@@ -16,10 +14,10 @@ from fraud_assets.core.reconcile import expected_alert_ids, kafka_alert_ids
 from fraud_assets.core.registry import ModelRegistry, Promotion
 from fraud_assets.core.scoring import with_fraud_prob
 from fraud_assets.core.settings import KafkaSettings, Topics
-from fraud_assets.core.stream import ScoringBatchWriter, StreamSettings, start_scoring_query
+from fraud_assets.core.stream import ScoringBatchWriter
 from fraud_assets.core.train import TrainingConfig, fit
-from fraud_assets.kafka.io import produce_messages, read_topic
-from fraud_assets_tests.integration.streams import messages
+from fraud_assets.kafka.io import read_topic
+from fraud_assets_tests.integration.streams import score_in_parts
 
 pytestmark = pytest.mark.integration
 
@@ -28,16 +26,6 @@ V2 = "xgb-20260102T000000Z"
 OLD, NEW = 0.9, 0.2
 """Batch 1 alerts at 0.9; an operator lowers it to 0.2 for batch 2, then promotes V2 at the
 threshold that makes its 20 highest scores of batch 3 alerts."""
-
-
-def wait_until(condition: Callable[[], bool], query, timeout_s: float = 240.0) -> None:
-    """Poll ``condition``; re-raise the query's own failure instead of timing out on it."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if query.exception() is not None:
-            raise AssertionError(f"the scoring query failed: {query.exception()}")
-        assert time.monotonic() < deadline, "the stream did not commit the batch in time"
-        time.sleep(0.5)
 
 
 def test_threshold_change_and_promotion_apply_from_the_next_micro_batch(
@@ -79,28 +67,14 @@ def test_threshold_change_and_promotion_apply_from_the_next_micro_batch(
     assert expected[0] and expected[2]
 
     writer = ScoringBatchWriter(spark, kafka, paths, model, first_promotion, registry=registry)
-    query = start_scoring_query(
-        spark,
-        kafka,
-        paths,
-        writer,
-        StreamSettings(trigger_interval="1 second"),
-        bounded=False,
-    )
-    try:
-        scored = 0
-        for index, part in enumerate(parts):
-            if index == 1:
-                registry.set_threshold(NEW, changed_by="alice", reason="catch more fraud")
-            elif index == 2:
-                registry.promote(V2, switched, "manual", 0.8, changed_by="bob", reason="new model")
-            produce_messages(kafka.bootstrap_servers, topics.transactions, messages(part))
-            scored += len(part)
-            wait_until(lambda total=scored: writer.totals.scored >= total, query)
-    finally:
-        query.stop()
-        writer.wait_for_delivery()
-    assert query.exception() is None
+
+    def change(index: int) -> None:
+        if index == 1:
+            registry.set_threshold(NEW, changed_by="alice", reason="catch more fraud")
+        elif index == 2:
+            registry.promote(V2, switched, "manual", 0.8, changed_by="bob", reason="new model")
+
+    score_in_parts(spark, kafka, paths, writer, parts, change)
     assert writer.totals.scored == len(real_rows)
 
     # Parquet: exactly the expected ids, once each, with the threshold and version applied.

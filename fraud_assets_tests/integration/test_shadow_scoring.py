@@ -19,14 +19,16 @@ from fraud_assets.core.shadow import EvidenceRule, NotEnoughEvidenceError, compa
 from fraud_assets.core.shadow import promote_challenger as promote_from_shadow
 from fraud_assets.core.stream import (
     ScoringBatchWriter,
-    StreamSettings,
     read_transactions_batch,
-    start_scoring_query,
 )
 from fraud_assets.core.train import TrainingConfig, fit
 from fraud_assets.kafka.io import produce_messages, read_topic
-from fraud_assets_tests.integration.streams import CrashBeforeDelivery, fresh_run, messages
-from fraud_assets_tests.integration.test_runtime_threshold import wait_until
+from fraud_assets_tests.integration.streams import (
+    CrashBeforeDelivery,
+    fresh_run,
+    messages,
+    score_in_parts,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -54,23 +56,14 @@ def test_a_challenger_is_scored_in_shadow_exactly_once_and_never_alerts(
     """Parts 1 and 2 are scored while the challenger is named (two or more micro-batches)."""
 
     writer = ScoringBatchWriter(spark, kafka, paths, champion, promotion, registry=registry)
-    query = start_scoring_query(
-        spark, kafka, paths, writer, StreamSettings(trigger_interval="1 second"), bounded=False
-    )
-    try:
-        scored = 0
-        for index, part in enumerate(parts):
-            if index == 1:
-                registry.name_challenger(CHALLENGER, changed_by="carol", reason="try the forest")
-            elif index == 3:
-                registry.clear_challenger(changed_by="carol", reason="seen enough")
-            produce_messages(kafka.bootstrap_servers, kafka.topics.transactions, messages(part))
-            scored += len(part)
-            wait_until(lambda total=scored: writer.totals.scored >= total, query)
-    finally:
-        query.stop()
-        writer.wait_for_delivery()
-    assert query.exception() is None
+
+    def change(index: int) -> None:
+        if index == 1:
+            registry.name_challenger(CHALLENGER, changed_by="carol", reason="try the forest")
+        elif index == 3:
+            registry.clear_challenger(changed_by="carol", reason="seen enough")
+
+    score_in_parts(spark, kafka, paths, writer, parts, change)
 
     shadow_batches = [b for b in writer.totals.history if b.challenger_version == CHALLENGER]
     assert len(shadow_batches) >= 2
