@@ -33,6 +33,10 @@ RENDER_TIMEOUT_S = 90.0
 """How long one Chromium invocation may take (virtual time is usually ~3-5 s of wall)."""
 PAGE_DEADLINE_S = 120.0
 """How long a page may take to show what is expected (dumps are repeated until then)."""
+DUMP_WINDOW = "--window-size=1600,4000"
+"""The window of a DOM dump: tall, because the asset catalog is a virtualized list that only
+puts the rows in view into the DOM (at Chromium's default 800x600 the thirteenth asset,
+``raw_transactions``, was never rendered)."""
 
 PIPELINE_ASSETS = (
     "raw_transactions",
@@ -125,7 +129,7 @@ def render_until(url: str, expected: tuple[str, ...]) -> list[str]:
     attempts = 0
     while True:
         attempts += 1
-        texts = text_nodes(run_chromium(url, "--dump-dom"))
+        texts = text_nodes(run_chromium(url, "--dump-dom", DUMP_WINDOW))
         missing = [name for name in expected if name not in texts]
         if not missing:
             return texts
@@ -190,7 +194,9 @@ def test_dagster_ui_shows_the_pipeline_assets_and_the_scoring_job(tmp_path):
 
         # A route that does not exist renders "not found": the checks above can fail.
         missing = text_nodes(
-            run_chromium(f"{dev.url}/locations/{location}/jobs/no_such_job", "--dump-dom")
+            run_chromium(
+                f"{dev.url}/locations/{location}/jobs/no_such_job", "--dump-dom", DUMP_WINDOW
+            )
         )
         assert "run_scoring_stream" not in missing
         assert any("not found" in text.lower() for text in missing), missing
