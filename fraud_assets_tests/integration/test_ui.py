@@ -119,6 +119,11 @@ def run_chromium(url: str, *options: str) -> str:
     return stdout.decode(errors="replace")
 
 
+def dom_texts(url: str) -> list[str]:
+    """The text nodes of ``url`` after Chromium ran its JavaScript, in a ``DUMP_WINDOW``."""
+    return text_nodes(run_chromium(url, "--dump-dom", DUMP_WINDOW))
+
+
 def render_until(url: str, expected: tuple[str, ...]) -> list[str]:
     """Dump the DOM of ``url`` until every ``expected`` text node is there; return the texts.
 
@@ -129,7 +134,7 @@ def render_until(url: str, expected: tuple[str, ...]) -> list[str]:
     attempts = 0
     while True:
         attempts += 1
-        texts = text_nodes(run_chromium(url, "--dump-dom", DUMP_WINDOW))
+        texts = dom_texts(url)
         missing = [name for name in expected if name not in texts]
         if not missing:
             return texts
@@ -193,10 +198,6 @@ def test_dagster_ui_shows_the_pipeline_assets_and_the_scoring_job(tmp_path):
         screenshot(job, "job_scoring_stream.png", tmp_path)
 
         # A route that does not exist renders "not found": the checks above can fail.
-        missing = text_nodes(
-            run_chromium(
-                f"{dev.url}/locations/{location}/jobs/no_such_job", "--dump-dom", DUMP_WINDOW
-            )
-        )
+        missing = dom_texts(f"{dev.url}/locations/{location}/jobs/no_such_job")
         assert "run_scoring_stream" not in missing
         assert any("not found" in text.lower() for text in missing), missing
