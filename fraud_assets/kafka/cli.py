@@ -9,14 +9,13 @@ command; ``stop`` ends it); ``--foreground`` keeps it attached until Ctrl-C or S
 import argparse
 import json
 import os
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
 
 from fraud_assets.core.paths import ProjectPaths
 from fraud_assets.core.settings import KafkaSettings
 from fraud_assets.errors import OperatorError
+from fraud_assets.interrupts import stop_on_signals, stop_signals_ignored
 from fraud_assets.kafka.admin import (
     BrokerUnreachableError,
     TopicError,
@@ -120,6 +119,8 @@ def _ensure_project_topics(bootstrap_servers: str) -> list[str]:
 
 def start_command(args: argparse.Namespace) -> int:
     """Start the broker (detached unless ``--foreground``) and create the project topics."""
+    # Before the broker exists: a SIGTERM at any later moment then reaches the cleanup below.
+    stop_on_signals()
     broker = broker_for_home(
         args.home,
         port=args.port,
@@ -138,45 +139,33 @@ def start_command(args: argparse.Namespace) -> int:
         broker.start(timeout_s=args.timeout)
     except BrokerStartError as error:
         raise OperatorError(str(error)) from error
+    # From here until the return, any way out stops the broker, except a detached start
+    # that got as far as its last line.
+    detached = False
     try:
         created = _ensure_project_topics(broker.bootstrap_servers)
-    except BaseException:
-        broker.stop()
-        raise
-    print(f"Kafka is running at {broker.bootstrap_servers} (pid {broker.pid()})")
-    print(f"  state and logs: {state_dir}")
-    if created:
-        print(f"  created topics: {', '.join(created)}")
-    if not args.foreground:
-        print("  stop it with: fraud-assets kafka stop")
-        return 0
-    return _stay_in_foreground(broker)
-
-
-def _stay_in_foreground(broker: EmbeddedKafka) -> int:
-    """Wait until the broker exits or we are told to stop; always stop it on the way out."""
-
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    print("  Ctrl-C stops it.", flush=True)
-    try:
+        print(f"Kafka is running at {broker.bootstrap_servers} (pid {broker.pid()})", flush=True)
+        print(f"  state and logs: {state_dir}")
+        if created:
+            print(f"  created topics: {', '.join(created)}")
+        if not args.foreground:
+            print("  stop it with: fraud-assets kafka stop")
+            detached = True
+            return 0
+        print("  Ctrl-C stops it.", flush=True)
         code = broker.wait()
         print(f"Kafka exited with code {code}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        if not args.foreground:
+            raise
         print("Stopping Kafka...", flush=True)
         return 0
     finally:
-        # A second Ctrl-C during the stop must not orphan the JVM.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        try:
-            broker.stop()
-        finally:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            signal.signal(signal.SIGTERM, previous)
+        if not detached:
+            # A second Ctrl-C during the stop must not orphan the JVM.
+            with stop_signals_ignored():
+                broker.stop()
 
 
 def stop_command(args: argparse.Namespace) -> int:

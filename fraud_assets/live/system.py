@@ -27,7 +27,6 @@ Runs a previous session left in progress without a live worker (the machine rest
 import logging
 import os
 import shutil
-import signal
 import sys
 import time
 import uuid
@@ -47,6 +46,7 @@ from fraud_assets.end_to_end import (
     project_resource,
 )
 from fraud_assets.errors import OperatorError
+from fraud_assets.interrupts import ignore_stop_signals
 from fraud_assets.kafka.broker import BrokerSettings, EmbeddedKafka, free_port
 from fraud_assets.live.processes import (
     SESSION_ENV,
@@ -371,8 +371,7 @@ def run_live(options: LiveOptions) -> None:
 
         def stop_everything() -> None:
             # A second Ctrl-C must not cut the stop short (and leave a broker or a JVM).
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            ignore_stop_signals()
             if replayer is not None:
                 replayer.stop()
                 log.info(

@@ -283,7 +283,7 @@ def test_cli_foreground_broker_stops_on_sigterm(tmp_path):
         assert len(pids) == 1
 
         cli.send_signal(signal.SIGTERM)
-        assert cli.wait(timeout=40) == 0
+        assert cli.wait(timeout=40) == 0, cli.stdout.read()
         assert wait_until_gone(pids[0], 5), "the foreground command left its broker running"
         assert not (state / "broker.pid").exists()
     finally:
