@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from fraud_assets.core.contracts import (
     AUDITED_TRANSACTIONS_SCHEMA,
@@ -21,6 +22,7 @@ from fraud_assets.core.contracts import (
     SOURCE_COLUMNS,
     field_names,
 )
+from fraud_assets.core.tables import write_arrow_parquet_atomic
 
 
 def read_source_csv(path: Path) -> pa.Table:
@@ -41,6 +43,27 @@ def read_source_csv(path: Path) -> pa.Table:
     )
     row_index = pa.array(range(table.num_rows), type=pa.int64())
     return table.add_column(0, "row_index", row_index)
+
+
+def write_raw_transactions(csv_path: Path, target: Path) -> int:
+    """Write the source file as the raw table at ``target`` (:data:`RAW_TRANSACTIONS_SCHEMA`).
+
+    Arrow reads the CSV and writes the Parquet table itself: the rows are already in this
+    process, and shipping them through Spark's tasks to write them back (``createDataFrame``
+    and a Spark write) cost about 12 of the audit's 39 s on 2 cores, for the same file.
+    Returns the rows written.
+    """
+    table = read_source_csv(csv_path).cast(arrow_schema(RAW_TRANSACTIONS_SCHEMA))
+    write_arrow_parquet_atomic(table, target)
+    return table.num_rows
+
+
+def arrow_schema(schema: T.StructType) -> pa.Schema:
+    """The Arrow schema of a flat contract schema of longs, ints and doubles."""
+    types = {T.LongType(): pa.int64(), T.IntegerType(): pa.int32(), T.DoubleType(): pa.float64()}
+    return pa.schema(
+        [pa.field(f.name, types[f.dataType], nullable=f.nullable) for f in schema.fields]
+    )
 
 
 TASK_BYTES = 900 * 1024

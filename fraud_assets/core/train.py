@@ -417,7 +417,9 @@ class ProtocolRun:
 
     ``model`` was refitted on the whole training part with ``config``; ``validation`` holds
     the scores of the model fitted without the validation slice (what thresholds are chosen
-    on) and ``holdout`` the refitted model's scores on the holdout (what is reported).
+    on) and ``holdout`` the refitted model's scores on the holdout (what is reported). With
+    ``refit`` False, ``model`` is that model fitted without the validation slice itself (one
+    fit instead of two), and ``holdout`` holds its scores.
     """
 
     protocol: str
@@ -431,6 +433,9 @@ class ProtocolRun:
     train_frauds: int = 0
     validation_slice: str = ""
     """How the validation slice was drawn (the protocol's own way unless it lacked frauds)."""
+    refit: bool = True
+    model_rows: int = 0
+    """Rows ``model`` was fitted on: the training part, or without its validation slice."""
 
     @property
     def algorithm(self) -> str:
@@ -446,10 +451,14 @@ def train_protocol(
     protocol: str,
     candidates: Sequence[TrainingConfig],
     validation_fraction: float = 0.2,
+    refit: bool = True,
 ) -> ProtocolRun:
     """Search ``candidates`` on the validation slice, refit the best, score the holdout.
 
-    Every candidate must be the same algorithm with the same holdout fraction.
+    Every candidate must be the same algorithm with the same holdout fraction. ``refit``
+    False keeps the best candidate as fitted without the validation slice: the thresholds
+    are then chosen on scores of the very model that is saved, for one fit less (about 15 s
+    of the logistic regression's 40 on the full data on 2 cores).
     """
     if not candidates:
         raise ValueError("no candidate configuration to train")
@@ -471,7 +480,8 @@ def train_protocol(
         search, best = [], None
         for config in candidates:
             candidate_started = time.monotonic()
-            scores = scored_slice(fit(fit_part, config), validation_part)
+            fitted = fit(fit_part, config)
+            scores = scored_slice(fitted, validation_part)
             ap = average_precision(scores.labels, scores.scores)
             search.append(
                 {
@@ -481,11 +491,13 @@ def train_protocol(
                 }
             )
             if best is None or ap > best[0]:
-                best = (ap, config, scores)
-        _, config, validation = best
-        model = fit(train, config)
+                best = (ap, config, scores, fitted)
+        _, config, validation, fitted = best
+        model = fit(train, config) if refit else fitted
         holdout_scores = scored_slice(model, holdout)
         counts = train.agg(F.count(F.lit(1)), F.sum(LABEL_COLUMN)).first()
+        # The validation slice and the fit part partition the training part.
+        model_rows = int(counts[0]) - (0 if refit else validation.rows)
         # Daily alert budgets apply to the whole stream: a randomly sampled slice holds only
         # part of each day's transactions (see ScoredSlice.stream_share).
         train_rows = int(counts[0])
@@ -514,6 +526,8 @@ def train_protocol(
         train_rows=int(counts[0]),
         train_frauds=int(counts[1] or 0),
         validation_slice=validation_slice,
+        refit=refit,
+        model_rows=model_rows,
     )
 
 
@@ -590,6 +604,8 @@ def run_report(
         "train_seconds": run.train_seconds,
         "train_rows": run.train_rows,
         "train_frauds": run.train_frauds,
+        "refit": run.refit,
+        "model_rows": run.model_rows,
         "holdout": holdout.as_dict(),
         "validation": {
             "average_precision": average_precision(run.validation.labels, run.validation.scores),

@@ -15,6 +15,7 @@ from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 from pyspark.sql import SparkSession
 
+from fraud_assets.core.kpis import KpiSettings
 from fraud_assets.core.paths import ProjectPaths, StreamPaths
 from fraud_assets.core.registry import ModelRegistry
 from fraud_assets.core.settings import KafkaSettings, SparkSettings, Topics
@@ -105,6 +106,10 @@ class StreamResource(dg.ConfigurableResource):
     realtime_checkpoint_interval: str = "60 seconds"
     """How often the real-time query commits its offsets (each commit stalls delivery for
     about half a second; after a crash up to this much is delivered again)."""
+    kpi_trigger_interval: str = KpiSettings.trigger_interval
+    """How often the KPI query runs: closed windows reach the table and ``fraud_kpis`` at
+    most this much later (``make live``, whose replay compresses event time ~120x, uses
+    2 s: 10 s there is 20 minutes of event time)."""
 
 
 class DriftResource(dg.ConfigurableResource):
@@ -213,6 +218,7 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
         "stream": StreamResource(
             alert_delivery=_env("FRAUD_ALERT_DELIVERY", "microbatch"),
             realtime_checkpoint_interval=_env("FRAUD_REALTIME_CHECKPOINT_INTERVAL", "60 seconds"),
+            kpi_trigger_interval=_env("FRAUD_KPI_TRIGGER_INTERVAL", KpiSettings.trigger_interval),
         ),
         "drift": DriftResource(
             psi_threshold=_env_float("FRAUD_DRIFT_PSI_THRESHOLD", 0.2),

@@ -132,7 +132,7 @@ def _materializations(
             asset_key=alerts_table.key,
             metadata={
                 **common,
-                "dagster/row_count": parquet_rows(session, paths.alerts_table, ALERTS_TABLE_SCHEMA),
+                "dagster/row_count": parquet_rows(paths.alerts_table),
                 "kafka_lag": dg.MetadataValue.null() if lag is None else lag,
                 "stream_health": png(stream_health_png(health.frame()), "stream health"),
                 "new_alerts": sum(b.alerts for b in new),
@@ -145,9 +145,7 @@ def _materializations(
             asset_key=quarantine_table.key,
             metadata={
                 **common,
-                "dagster/row_count": parquet_rows(
-                    session, paths.quarantine_table, QUARANTINE_TABLE_SCHEMA
-                ),
+                "dagster/row_count": parquet_rows(paths.quarantine_table),
                 "new_rejected": sum(b.invalid for b in new),
                 "rejected_total": totals.invalid,
             },
@@ -193,7 +191,9 @@ def run_scoring_stream(
             trigger_interval=config.trigger_interval,
             max_offsets_per_trigger=config.max_offsets_per_trigger,
         ),
-        kpi=KpiSettings(watermark_delay=config.watermark_delay),
+        kpi=KpiSettings(
+            watermark_delay=config.watermark_delay, trigger_interval=stream.kpi_trigger_interval
+        ),
         realtime=RealtimeSettings(checkpoint_interval=stream.realtime_checkpoint_interval),
     )
     kafka_settings = kafka.settings

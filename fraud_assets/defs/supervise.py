@@ -65,7 +65,7 @@ def stream_runs(instance: dg.DagsterInstance, limit: int = RECENT_RUNS) -> list[
     return runs
 
 
-SUPERVISOR_INTERVAL_S = 10
+SUPERVISOR_INTERVAL_S = 5
 """How often the supervisor looks (a tick reads the promotion pointer and the newest runs:
 milliseconds). It bounds how long a dead stream or a first promotion waits for a launch;
 relaunches after a failure still wait out :data:`BACKOFF`, which counts seconds, not ticks."""
@@ -103,6 +103,10 @@ def stream_supervisor(context: dg.SensorEvaluationContext, project: ProjectResou
     return dg.SkipReason(decision.reason)
 
 
+DIGEST_INTERVAL_S = 5
+"""How often the digest sensor looks for new alert materializations (a tick is one event-log
+query); the refresh run it launches takes longer than that to load the code."""
+
 DIGEST_IN_PROGRESS = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -114,7 +118,7 @@ DIGEST_IN_PROGRESS = [
 @dg.asset_sensor(
     asset_key=alerts_table.key,
     job=alert_digest_job,
-    minimum_interval_seconds=10,
+    minimum_interval_seconds=DIGEST_INTERVAL_S,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Refreshes alert_digest after new alerts are recorded (at most one run per "
     "tick, however many alert materializations arrived meanwhile, and none while a refresh "

@@ -40,6 +40,12 @@ class TrainingRunConfig(dg.Config):
     search: bool = Field(
         default=False, description="run the bounded search of train.SEARCH_SPACE (slower)"
     )
+    refit: bool = Field(
+        default=True,
+        description="refit the chosen configuration on the whole training part; false saves "
+        "the model fitted without the validation slice (one fit less: the live system's "
+        "first model)",
+    )
     holdout_fraction: float = 0.2
     max_iter: int = 100
     reg_param: float = 0.0
@@ -124,7 +130,7 @@ def fraud_model(
         candidates = train.search_candidates(base) if config.search else [base]
         reports = {}
         for protocol in (p for p in config.protocols if p != rolling.PROTOCOL):
-            run = train.train_protocol(audited, protocol, candidates)
+            run = train.train_protocol(audited, protocol, candidates, refit=config.refit)
             reports[protocol] = train.run_report(
                 run, config.policy_settings, config.policy, config.bootstrap_resamples
             )

@@ -47,7 +47,7 @@ RUN_STARTED_TIMEOUT_S = 120.0
 ALERTS_TIMEOUT_S = 180.0
 CANCEL_TIMEOUT_S = 90.0
 RELAUNCH_TIMEOUT_S = 120.0
-"""The supervisor ticks every 10 s; a relaunch waits out the 30 s backoff, then one tick
+"""The supervisor ticks every 5 s; a relaunch waits out the 30 s backoff, then one tick
 plus the queue."""
 REPORT_PATH = REPO_ROOT / "var" / "tests" / "supervised_stream_timings.json"
 SCORING_STARTED = "scoring with "

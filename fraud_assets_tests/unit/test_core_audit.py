@@ -10,6 +10,7 @@ from fraud_assets.core.audit import (
     filter_exact_duplicates,
     raw_transactions,
     read_source_csv,
+    write_raw_transactions,
 )
 from fraud_assets.core.contracts import (
     AUDITED_TRANSACTIONS_SCHEMA,
@@ -19,6 +20,7 @@ from fraud_assets.core.contracts import (
     SOURCE_COLUMNS,
     field_names,
 )
+from fraud_assets.core.tables import read_table
 from fraud_assets_tests.factories import raw_transactions_df, source_row, write_source_csv
 
 
@@ -158,3 +160,19 @@ def test_raw_transactions_has_the_raw_contract(spark, tmp_path, csv_rows):
     assert raw.schema == RAW_TRANSACTIONS_SCHEMA
     rows = raw.orderBy("row_index").collect()
     assert [row.asDict() for row in rows] == csv_rows
+
+
+def test_the_raw_table_written_by_arrow_is_what_spark_reads_with_the_raw_contract(
+    spark, tmp_path, csv_rows
+):
+    path = write_source_csv(tmp_path / "creditcard.csv", csv_rows, time_text={2: "1e+05"})
+    target = tmp_path / "tables" / "raw_transactions"
+
+    assert write_raw_transactions(path, target) == len(csv_rows)
+
+    written = read_table(spark, target, RAW_TRANSACTIONS_SCHEMA)
+    rows = [row.asDict() for row in written.orderBy("row_index").collect()]
+    assert rows == csv_rows
+    # The same rows as the DataFrame the CSV gives through Spark itself.
+    through_spark = raw_transactions(spark, path).orderBy("row_index").collect()
+    assert rows == [row.asDict() for row in through_spark]

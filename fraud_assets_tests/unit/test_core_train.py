@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 from pyspark.ml.classification import (
     GBTClassificationModel,
@@ -11,6 +12,7 @@ from pyspark.ml.classification import (
 from pyspark.ml.feature import StandardScalerModel, VectorAssembler
 from xgboost.spark import SparkXGBClassifierModel
 
+from fraud_assets.core.evaluate import scored_slice
 from fraud_assets.core.selection import PolicySettings
 from fraud_assets.core.train import (
     TrainingConfig,
@@ -126,6 +128,33 @@ def test_a_protocol_run_chooses_on_validation_and_reports_on_the_holdout(transac
     assert COMPARISON_KEYS <= set(entry)
     assert entry["average_precision"] > 0.9  # the frauds are separable in V1
     assert entry["ap_ci_low"] <= entry["average_precision"] <= entry["ap_ci_high"]
+
+
+def test_without_refit_the_saved_model_is_the_one_thresholds_were_chosen_on(transactions):
+    config = TrainingConfig(reg_param=0.05, max_iter=30)
+    refitted = train_protocol(transactions, "time_ordered", [config])
+    kept = train_protocol(transactions, "time_ordered", [config], refit=False)
+    assert (refitted.refit, refitted.model_rows) == (True, 240)
+    assert (kept.refit, kept.model_rows) == (False, 192)  # 240 train - 48 validation
+    # The same slices and the same validation model either way...
+    assert kept.validation.rows == refitted.validation.rows == 48
+    np.testing.assert_allclose(kept.validation.scores, refitted.validation.scores)
+    # ...and without refit the saved model *is* it: it scores the validation slice the same.
+    _, validation_part = protocol_split(
+        protocol_split(transactions, "time_ordered", config.holdout_fraction, config.seed)[0],
+        "time_ordered",
+        0.2,
+        config.seed + 1,
+    )
+    rescored = scored_slice(kept.model, validation_part)
+    np.testing.assert_allclose(rescored.scores, kept.validation.scores)
+    # The refitted model saw 48 more rows: its coefficients differ.
+    assert not np.allclose(
+        kept.model.stages[-1].coefficients.toArray(),
+        refitted.model.stages[-1].coefficients.toArray(),
+    )
+    report = run_report(kept, PolicySettings(), resamples=20)
+    assert (report["refit"], report["model_rows"]) == (False, 192)
 
 
 def test_a_validation_slice_without_frauds_falls_back_to_a_random_slice(spark):
