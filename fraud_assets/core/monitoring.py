@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.dataset as pads
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -111,8 +112,6 @@ def parquet_rows(table: Path) -> int:
     No Spark job: the stream's reports count its tables while its queries run. Files and
     folders whose names start with ``_`` or ``.`` are skipped, as Spark skips them.
     """
-    import pyarrow.dataset as pads
-
     if not Path(table).is_dir() or not any(Path(table).iterdir()):
         return 0
     return pads.dataset(str(table), format="parquet").count_rows()

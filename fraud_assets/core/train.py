@@ -434,8 +434,14 @@ class ProtocolRun:
     validation_slice: str = ""
     """How the validation slice was drawn (the protocol's own way unless it lacked frauds)."""
     refit: bool = True
-    model_rows: int = 0
-    """Rows ``model`` was fitted on: the training part, or without its validation slice."""
+
+    @property
+    def model_rows(self) -> int:
+        """Rows ``model`` was fitted on.
+
+        The training part; without ``refit``, the training part less its validation slice.
+        """
+        return self.train_rows - (0 if self.refit else self.validation.rows)
 
     @property
     def algorithm(self) -> str:
@@ -496,11 +502,9 @@ def train_protocol(
         model = fit(train, config) if refit else fitted
         holdout_scores = scored_slice(model, holdout)
         counts = train.agg(F.count(F.lit(1)), F.sum(LABEL_COLUMN)).first()
-        # The validation slice and the fit part partition the training part.
-        model_rows = int(counts[0]) - (0 if refit else validation.rows)
+        train_rows = int(counts[0])
         # Daily alert budgets apply to the whole stream: a randomly sampled slice holds only
         # part of each day's transactions (see ScoredSlice.stream_share).
-        train_rows = int(counts[0])
         train_share = 1.0
         if protocol == "random_80_20":
             train_share = train_rows / (train_rows + holdout_scores.rows)
@@ -523,11 +527,10 @@ def train_protocol(
         holdout=holdout_scores,
         search=search,
         train_seconds=round(time.monotonic() - started, 1),
-        train_rows=int(counts[0]),
+        train_rows=train_rows,
         train_frauds=int(counts[1] or 0),
         validation_slice=validation_slice,
         refit=refit,
-        model_rows=model_rows,
     )
 
 

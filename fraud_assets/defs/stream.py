@@ -104,7 +104,6 @@ class ScoringStreamConfig(dg.Config):
 
 
 def _materializations(
-    session: SparkSession,
     paths: StreamPaths,
     totals: StreamTotals,
     since_batches: int,
@@ -244,7 +243,7 @@ def run_scoring_stream(
         if writer.totals.batches > reported:
             total_lag = sum(lag.values()) if lag is not None else None
             for event in _materializations(
-                session, paths, writer.totals, reported, progress, health, total_lag
+                paths, writer.totals, reported, progress, health, total_lag
             ):
                 context.log_event(event)
             reported = writer.totals.batches
