@@ -1,6 +1,7 @@
 """How every long-running command is stopped: Ctrl-C and SIGTERM alike raise KeyboardInterrupt."""
 
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -43,3 +44,30 @@ def stop_signals_ignored() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, then act on them as the handlers would.
+
+    For short work that an interrupt must not cut in the middle, such as a Spark call made
+    for a report: a KeyboardInterrupt raised inside a py4j call breaks the pipe to the JVM,
+    and the error PySpark raises then takes the interrupt's place (a stop that exits 1, not
+    130, or that a broad ``except`` swallows). The signal is raised again, once, when the
+    block ends, so whatever handler is in place (Python's, Dagster's) runs as usual. Outside
+    the main thread, which cannot set handlers, the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        if received:
+            signal.raise_signal(received[0])

@@ -34,6 +34,7 @@ from fraud_assets.defs.resources import (
     StreamResource,
 )
 from fraud_assets.defs.selection import promoted_model
+from fraud_assets.interrupts import interrupts_deferred
 from fraud_assets.kafka.admin import check_broker_reachable
 
 STREAM_TAG = "fraud_assets/stream"
@@ -231,6 +232,11 @@ def run_scoring_stream(
     health = HealthHistory()
 
     def report() -> None:
+        # A stop requested meanwhile lands after the report, not inside one of its Spark calls.
+        with interrupts_deferred():
+            _report()
+
+    def _report() -> None:
         nonlocal reported, last_report, kpi_windows_reported
         progress = run.scoring.lastProgress if run.scoring is not None else None
         if run.scoring is not None:
