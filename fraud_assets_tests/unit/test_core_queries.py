@@ -53,3 +53,42 @@ def test_an_unknown_delivery_mode_is_refused_with_the_variable_to_set():
         RunSettings(delivery="batchy")
     assert RunSettings(delivery="realtime").is_realtime
     assert not RunSettings().is_realtime
+
+
+def test_a_query_started_in_session_conf_keeps_it_and_the_session_gets_its_own_back(
+    spark, tmp_path
+):
+    """The KPI query's state partitions are its own (KpiSettings.state_partitions)."""
+    from pyspark.sql import functions as F
+
+    from fraud_assets.core.queries import SHUFFLE_PARTITIONS, session_conf
+
+    before = spark.conf.get(SHUFFLE_PARTITIONS)
+    assert before != "1"  # else the test shows nothing
+    counts = (
+        spark.readStream.format("rate")
+        .option("rowsPerSecond", 10)
+        .load()
+        .groupBy((F.col("value") % 3).alias("k"))
+        .count()
+    )
+    checkpoint = tmp_path / "checkpoint"
+    with session_conf(spark, SHUFFLE_PARTITIONS, "1"):
+        query = (
+            counts.writeStream.format("memory")
+            .queryName("session_conf_counts")
+            .outputMode("complete")
+            .option("checkpointLocation", str(checkpoint))
+            .trigger(availableNow=True)
+            .start()
+        )
+    assert spark.conf.get(SHUFFLE_PARTITIONS) == before
+    try:
+        query.awaitTermination(60)
+    finally:
+        query.stop()
+    metadata = json.loads((checkpoint / "offsets" / "0").read_text().splitlines()[1])
+    assert metadata["conf"][SHUFFLE_PARTITIONS] == "1"
+    # One state partition per stateful operator: the state folder says so.
+    partitions = [p.name for p in (checkpoint / "state" / "0").iterdir() if p.name.isdigit()]
+    assert partitions == ["0"]
