@@ -32,12 +32,7 @@ from fraud_assets.core.contracts import (
     field_names,
 )
 from fraud_assets.core.paths import StreamPaths
-from fraud_assets.core.queries import (
-    SHUFFLE_PARTITIONS,
-    guard_checkpoint,
-    session_conf,
-    start_with_trigger,
-)
+from fraud_assets.core.queries import guard_checkpoint, start_with_trigger
 from fraud_assets.core.scoring import JSON_KEEP_NULLS, per_application
 from fraud_assets.core.settings import KafkaSettings
 from fraud_assets.core.sinks import commit_batch_partition, write_kafka
@@ -66,11 +61,6 @@ class KpiSettings:
     watermark_delay: str = "10 minutes"
     trigger_interval: str = "10 seconds"
     query_name: str = "fraud_kpis"
-    state_partitions: int = 1
-    """Partitions of the query's state (its two stateful operators): a micro-batch holds a
-    few partial records per scoring batch, so one partition serves, and each more costs a
-    state-store task per operator per batch (four: a KPI batch of 9 tasks instead of 3,
-    docs/operations.md). Fixed when a checkpoint is created; an existing one keeps its own."""
 
 
 # --- the counts, in batch and per micro-batch -----------------------------------------------
@@ -317,8 +307,4 @@ def start_kpi_query(
         .option("checkpointLocation", str(paths.kpi_checkpoint_dir))
         .foreachBatch(writer)
     )
-    # The query copies the session's SQL settings when it starts: its state partitions are
-    # set for it alone, not for the scoring query or batch work sharing the session.
-    with session_conf(spark, SHUFFLE_PARTITIONS, str(settings.state_partitions)):
-        query = start_with_trigger(stream, bounded, settings.trigger_interval)
-    return query, writer
+    return start_with_trigger(stream, bounded, settings.trigger_interval), writer

@@ -6,11 +6,9 @@ a checkpoint is a query's memory of what it already processed.
 
 import json
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
-from pyspark.sql import SparkSession
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
 from fraud_assets.core.registry import write_json_atomic
@@ -46,28 +44,6 @@ def guard_checkpoint(checkpoint_dir: Path, query_name: str, source_topic: str) -
         )
     else:
         write_json_atomic(identity_path, identity)
-
-
-SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
-"""Also the number of state partitions of a stateful query whose checkpoint is new."""
-
-
-@contextmanager
-def session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
-    """``key`` set to ``value`` in ``spark``'s SQL settings inside the block, then restored.
-
-    A streaming query copies its session's settings when it starts, so a query started in
-    the block keeps ``value`` for its life while later work sees the setting as it was.
-    """
-    previous = spark.conf.get(key, None)
-    spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        if previous is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, previous)
 
 
 def start_with_trigger(
