@@ -29,6 +29,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from fraud_assets.core.contracts import TRANSACTION_MESSAGE_SCHEMA
 from fraud_assets.core.paths import StreamPaths
+from fraud_assets.core.queries import SHUFFLE_PARTITIONS
 from fraud_assets.core.registry import Promotion
 from fraud_assets.core.scoring import filter_valid, parse_transactions, score_transactions
 from fraud_assets.core.settings import KafkaSettings
@@ -36,8 +37,7 @@ from fraud_assets.core.stream import ScoringBatchWriter, StreamSettings
 from fraud_assets.core.stream_run import RunSettings, ScoringRun
 
 JSON_OPTIMIZER_CONF = "spark.sql.optimizer.enableJsonExpressionOptimization"
-SHUFFLE_PARTITIONS_CONF = "spark.sql.shuffle.partitions"
-REFERENCE_CONF = {JSON_OPTIMIZER_CONF: "true", SHUFFLE_PARTITIONS_CONF: "200"}
+REFERENCE_CONF = {JSON_OPTIMIZER_CONF: "true", SHUFFLE_PARTITIONS: "200"}
 """Spark's defaults, which the reference notebooks run with (ours override both)."""
 
 

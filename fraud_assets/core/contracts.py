@@ -241,7 +241,9 @@ KPI_PARTIAL_SCHEMA = T.StructType(
 """What one scoring micro-batch adds to one 1-minute window (internal Kafka topic
 ``fraud_kpi_partials``, key ``<stream_id>:<batch_id>:<window_start>``). ``stream_id`` is the
 scoring query's id, stable across restarts from its checkpoint: a KPI query counts only the
-partials of its own scoring query, and each ``(batch_id, window_start)`` once."""
+partials of its own scoring query, and each ``(batch_id, window_start)`` once. A record
+whose ``stream_id`` is ``fraud_assets:evict`` carries no counts: it only makes a restarted KPI
+query run a batch (``fraud_assets.core.kpis.EVICTION_REQUEST``)."""
 
 # --- Kafka topic `fraud_kpis` and the Parquet KPI table ------------------------------------
 

@@ -15,6 +15,7 @@ from a growing Parquet folder, and the same :func:`window_counts` gives the batc
 (tests, audits, the demo's reconciliation) from the ledger table.
 """
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,13 @@ from fraud_assets.core.contracts import (
     field_names,
 )
 from fraud_assets.core.paths import StreamPaths
-from fraud_assets.core.queries import guard_checkpoint, start_with_trigger
+from fraud_assets.core.queries import (
+    SHUFFLE_PARTITIONS,
+    guard_checkpoint,
+    owes_no_data_batch,
+    session_conf,
+    start_with_trigger,
+)
 from fraud_assets.core.scoring import JSON_KEEP_NULLS, per_application
 from fraud_assets.core.settings import KafkaSettings
 from fraud_assets.core.sinks import commit_batch_partition, write_kafka
@@ -40,6 +47,11 @@ from fraud_assets.core.sinks import commit_batch_partition, write_kafka
 log = logging.getLogger(__name__)
 
 WINDOW = "1 minute"
+
+EVICTION_REQUEST = "fraud_assets:evict"
+"""The ``stream_id`` of a record on ``fraud_kpi_partials`` that no KPI query counts (no
+scoring query has this id): produced only to make a restarted KPI query run the batch that
+emits the windows its last watermark closed (:func:`start_kpi_query`)."""
 
 
 @dataclass(frozen=True)
@@ -55,12 +67,19 @@ class KpiSettings:
 
     The query's event time is a partial's window start, so its watermark is the newest
     window start seen minus the delay (:func:`final_watermark`): a window closes up to a
-    minute of event time later than it would on per-row event times.
+    minute of event time later than it would on per-row event times. A partial exactly
+    ``watermark_delay`` behind the newest window start is late (Spark drops rows at or below
+    the watermark), although its window closes a minute after: the tolerance is the delay.
     """
 
     watermark_delay: str = "10 minutes"
     trigger_interval: str = "10 seconds"
     query_name: str = "fraud_kpis"
+    state_partitions: int = 1
+    """Partitions of the query's state (its two stateful operators): a micro-batch holds a
+    few partial records per scoring batch, so one partition serves, and each more costs a
+    state-store task per operator per batch (four: a KPI batch of 9 tasks instead of 3,
+    docs/operations.md). Fixed when a checkpoint is created; an existing one keeps its own."""
 
 
 # --- the counts, in batch and per micro-batch -----------------------------------------------
@@ -287,6 +306,23 @@ def streaming_kpis(partials: DataFrame, watermark_delay: str) -> DataFrame:
     return with_ratios(counts)
 
 
+def _request_eviction(spark: SparkSession, kafka: KafkaSettings, stream_id: str) -> None:
+    """Give a restarted KPI query one input record, which it drops, so that it runs a batch.
+
+    The query stopped between the batch that moved its watermark and the no-data batch
+    that emits the windows the new watermark closes; after a restart Spark runs that batch
+    only on new input (:func:`~fraud_assets.core.queries.owes_no_data_batch`). A bounded run
+    would otherwise end with those windows open. The record is filtered out before the
+    watermark, so it moves neither the watermark nor any count.
+    """
+    record = spark.createDataFrame(
+        [(f"{EVICTION_REQUEST}:{stream_id}", json.dumps({"stream_id": EVICTION_REQUEST}))],
+        "key string, value string",
+    )
+    write_kafka(record, kafka, kafka.topics.kpi_partials)
+    log.info("the KPI query stopped before its windows were emitted: requested that batch")
+
+
 def start_kpi_query(
     spark: SparkSession,
     kafka: KafkaSettings,
@@ -295,10 +331,16 @@ def start_kpi_query(
     bounded: bool,
     stream_id: str,
 ) -> tuple[StreamingQuery, KpiBatchWriter]:
-    """Start the KPI query over the partials of scoring query ``stream_id``."""
+    """Start the KPI query over the partials of scoring query ``stream_id``.
+
+    A query that was stopped before emitting the windows its watermark closed is first
+    given the input that makes it emit them (:func:`_request_eviction`).
+    """
     guard_checkpoint(
         paths.kpi_checkpoint_dir, settings.query_name, f"{kafka.topics.kpi_partials}/{stream_id}"
     )
+    if owes_no_data_batch(paths.kpi_checkpoint_dir):
+        _request_eviction(spark, kafka, stream_id)
     writer = KpiBatchWriter(spark, kafka, paths)
     stream = (
         streaming_kpis(read_kpi_partials(spark, kafka, stream_id), settings.watermark_delay)
@@ -307,4 +349,8 @@ def start_kpi_query(
         .option("checkpointLocation", str(paths.kpi_checkpoint_dir))
         .foreachBatch(writer)
     )
-    return start_with_trigger(stream, bounded, settings.trigger_interval), writer
+    # The query copies the session's SQL settings when it starts: its state partitions are
+    # set for it alone, not for the scoring query or batch work sharing the session.
+    with session_conf(spark, SHUFFLE_PARTITIONS, str(settings.state_partitions)):
+        query = start_with_trigger(stream, bounded, settings.trigger_interval)
+    return query, writer

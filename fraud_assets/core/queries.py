@@ -6,9 +6,11 @@ a checkpoint is a query's memory of what it already processed.
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from pyspark.sql import SparkSession
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
 from fraud_assets.core.registry import write_json_atomic
@@ -44,6 +46,28 @@ def guard_checkpoint(checkpoint_dir: Path, query_name: str, source_topic: str) -
         )
     else:
         write_json_atomic(identity_path, identity)
+
+
+SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
+"""Also the number of state partitions of a stateful query whose checkpoint is new."""
+
+
+@contextmanager
+def session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
+    """``key`` set to ``value`` in ``spark``'s SQL settings inside the block, then restored.
+
+    A streaming query copies its session's settings when it starts, so a query started in
+    the block keeps ``value`` for its life while later work sees the setting as it was.
+    """
+    previous = spark.conf.get(key, None)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, previous)
 
 
 def start_with_trigger(
@@ -125,6 +149,22 @@ def kafka_lag(progress: dict | None, kafka: KafkaSettings) -> dict[str, int] | N
     return {str(p): max(0, end - int(read.get(str(p), 0))) for p, end in sorted(latest.items())}
 
 
+def _newest_batch(log_dir: Path) -> int | None:
+    """The newest batch id in one of Spark's checkpoint logs (``offsets/``, ``commits/``)."""
+    if not log_dir.is_dir():
+        return None
+    return max((int(p.name) for p in log_dir.iterdir() if p.name.isdigit()), default=None)
+
+
+def _log_entry(checkpoint_dir: Path, log: str, batch_id: int) -> list[str]:
+    """One batch's lines in a checkpoint log.
+
+    Line 1 is the log version, line 2 the batch's metadata (JSON), then (``offsets/`` only)
+    one line per source.
+    """
+    return (checkpoint_dir / log / str(batch_id)).read_text().splitlines()
+
+
 def committed_offsets(checkpoint_dir: Path) -> str | None:
     """The source offsets up to which a micro-batch query has committed its batches.
 
@@ -132,14 +172,10 @@ def committed_offsets(checkpoint_dir: Path) -> str | None:
     offsets it recorded in ``offsets/`` (a JSON ``{topic: {partition: offset}}``, the
     offsets the next batch starts at). None when the query has committed nothing yet.
     """
-    commits = checkpoint_dir / "commits"
-    committed = (
-        [int(p.name) for p in commits.iterdir() if p.name.isdigit()] if commits.is_dir() else []
-    )
-    if not committed:
+    committed = _newest_batch(checkpoint_dir / "commits")
+    if committed is None:
         return None
-    lines = (checkpoint_dir / "offsets" / str(max(committed))).read_text().splitlines()
-    # Line 1 is the log version, line 2 the batch metadata, then one line per source.
+    lines = _log_entry(checkpoint_dir, "offsets", committed)
     sources = [line for line in lines[2:] if line.strip()]
     if len(sources) != 1:
         raise ValueError(f"{checkpoint_dir} records {len(sources)} sources, expected 1")
@@ -156,3 +192,24 @@ def reached(progress: dict | None, topic: str, targets: dict[int, int]) -> bool:
         consumed = json.loads(consumed)
     read = consumed.get(topic, {})
     return all(int(read.get(str(p), -1)) >= end for p, end in targets.items())
+
+
+def owes_no_data_batch(checkpoint_dir: Path) -> bool:
+    """Whether a stateful query stopped before the batch that evicts by its last watermark.
+
+    A batch that moves the watermark evicts (emits closed windows) only in the batch after
+    it, which Spark runs at once without new data (a "no-data batch"). A query stopped
+    between the two has committed a batch whose ``nextBatchWatermarkMs`` (``commits/``) is
+    ahead of the watermark that batch ran with (``offsets/``), and nothing planned after it.
+    After a restart Spark runs no no-data batch until new input arrives (it decides from the
+    previous batch's plan, which a new run does not have), so the windows stay open: a
+    bounded run ends at once, an unbounded one waits for the next input.
+    """
+    committed = _newest_batch(checkpoint_dir / "commits")
+    if committed is None or _newest_batch(checkpoint_dir / "offsets") != committed:
+        return False  # nothing committed yet, or a planned batch that a restart re-runs
+    ran_with = json.loads(_log_entry(checkpoint_dir, "offsets", committed)[1])
+    next_watermark = json.loads(_log_entry(checkpoint_dir, "commits", committed)[1])
+    return int(next_watermark.get("nextBatchWatermarkMs", 0)) > int(
+        ran_with.get("batchWatermarkMs", 0)
+    )

@@ -45,15 +45,15 @@ def fresh_run(kafka_broker, unique_topics, tmp_path, partitions):
 ALL_CLOSED = KpiSettings(watermark_delay="0 seconds")
 
 
-def kpis_reconciled(spark, kafka, paths, stream_id):
+def kpis_reconciled(spark, kafka, paths, stream_id, settings: KpiSettings = ALL_CLOSED):
     """Run the KPI query bounded over the partials; compare its windows with batch KPIs."""
-    query, _ = start_kpi_query(spark, kafka, paths, ALL_CLOSED, bounded=True, stream_id=stream_id)
+    query, _ = start_kpi_query(spark, kafka, paths, settings, bounded=True, stream_id=stream_id)
     await_query(query)
     result = reconcile_kpis(
         spark.read.schema(KPI_SCHEMA).parquet(str(paths.kpi_table)),
         batch_kpis(spark, paths),
         max_event_time(committed_events(spark, paths)),
-        ALL_CLOSED.watermark_delay,
+        settings.watermark_delay,
     )
     return result
 

@@ -19,7 +19,11 @@ pytestmark = pytest.mark.integration
 def test_steady_scoring_batches_compile_no_new_code(
     spark, kafka_broker, unique_topics, tmp_path, real_rows, model_and_promotion
 ):
-    compilations = spark.sparkContext._jvm.org.apache.spark.metrics.source.CodegenMetrics
+    codegen = spark.sparkContext._jvm.org.apache.spark.metrics.source.CodegenMetrics
+
+    def compiled() -> int:
+        return codegen.METRIC_COMPILATION_TIME().getCount()
+
     model, promotion = model_and_promotion
     kafka, paths = fresh_run(kafka_broker, unique_topics, tmp_path, partitions=2)
     writer = ScoringBatchWriter(spark, kafka, paths, model, promotion)
@@ -28,11 +32,11 @@ def test_steady_scoring_batches_compile_no_new_code(
     def before_part(index):
         # Each part is scored (and delivered) before the next one is produced.
         writer.wait_for_delivery()
-        counts.append(compilations.METRIC_COMPILATION_TIME().getCount())
+        counts.append(compiled())
 
     parts = [real_rows.iloc[i * 100 : (i + 1) * 100] for i in range(8)]
     score_in_parts(spark, kafka, paths, writer, parts, before_part)
-    counts.append(compilations.METRIC_COMPILATION_TIME().getCount())
+    counts.append(compiled())
     assert writer.totals.scored == 800
     # The first batches compile (unless an earlier test of the session left the same code in
     # Spark's cache); from the fourth part on nothing is new. The KPI query, by contrast,

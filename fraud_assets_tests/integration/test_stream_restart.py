@@ -9,8 +9,14 @@ import pytest
 from pyspark.sql import functions as F
 
 from fraud_assets.core.contracts import AUDITED_TRANSACTIONS_SCHEMA
+from fraud_assets.core.kpis import EVICTION_REQUEST, KpiSettings, start_kpi_query
 from fraud_assets.core.paths import StreamPaths
-from fraud_assets.core.queries import CheckpointMismatchError, await_query
+from fraud_assets.core.queries import (
+    CheckpointMismatchError,
+    await_query,
+    owes_no_data_batch,
+    session_conf,
+)
 from fraud_assets.core.reconcile import (
     batch_log_totals,
     expected_alert_ids,
@@ -111,6 +117,56 @@ def test_restart_on_the_same_checkpoint_loses_and_duplicates_nothing(
     assert (kpis.kpi_windows_missing, kpis.kpi_windows_mismatched) == (0, 0)
     assert (kpis.kpi_windows_duplicated, kpis.kpi_windows_open) == (0, 1)
     assert kpis.kpi_txn_streamed + open_window_txns(spark, paths) == len(real_rows)
+
+
+NO_DATA_BATCHES = "spark.sql.streaming.noDataMicroBatches.enabled"
+# A window stays open for partials until the newest one is a minute of event time past it (a
+# partial exactly at the watermark is late), so each part's newest window is completed by the
+# next part's partials.
+MINUTE_LATE = KpiSettings(watermark_delay="1 minute")
+
+
+def test_a_kpi_query_stopped_before_emitting_closed_windows_emits_them_after_a_restart(
+    spark, kafka_broker, unique_topics, tmp_path, real_rows, model_and_promotion
+):
+    """A stop between the KPI batch that moves the watermark and the no-data batch that
+    emits the windows it closed (a chaos run's kill can land there): after a restart Spark
+    runs that batch only on new input, so the restarted query is given a record it drops.
+
+    Spark without no-data batches stops exactly there: each batch moves the watermark and
+    leaves the eviction to a batch that never comes.
+    """
+    model, promotion = model_and_promotion
+    kafka, paths = fresh_run(kafka_broker, unique_topics, tmp_path, partitions=1)
+    tx = kafka.topics.transactions
+    produce_messages(kafka.bootstrap_servers, tx, messages(real_rows.iloc[:700]))
+    stream_id = _run_bounded(spark, kafka, paths, model, promotion).stream_id
+    first = kpis_reconciled(spark, kafka, paths, stream_id, MINUTE_LATE)  # ends as it should
+    assert first.exact and first.kpi_windows_closed > 1
+    assert not owes_no_data_batch(paths.kpi_checkpoint_dir)
+
+    produce_messages(kafka.bootstrap_servers, tx, messages(real_rows.iloc[700:1400]))
+    _run_bounded(spark, kafka, paths, model, promotion)
+    with session_conf(spark, NO_DATA_BATCHES, "false"):
+        stopped, writer = start_kpi_query(
+            spark, kafka, paths, MINUTE_LATE, bounded=True, stream_id=stream_id
+        )
+    await_query(stopped)
+    assert owes_no_data_batch(paths.kpi_checkpoint_dir)
+    assert writer.windows == 0  # the second part's closed windows are owed
+
+    kpis = kpis_reconciled(spark, kafka, paths, stream_id, MINUTE_LATE)  # the restart
+    assert not owes_no_data_batch(paths.kpi_checkpoint_dir)
+    assert kpis.kpi_windows_closed > first.kpi_windows_closed + 1
+    assert (kpis.kpi_windows_missing, kpis.kpi_windows_mismatched) == (0, 0), kpis
+    assert kpis.exact, kpis  # each closed window once, equal to batch, none beyond
+    # The request to run a batch is on the topic and counted nowhere.
+    requests = [
+        r
+        for r in read_topic(kafka.bootstrap_servers, kafka.topics.kpi_partials)
+        if json.loads(r.value)["stream_id"] == EVICTION_REQUEST
+    ]
+    assert len(requests) == 1
 
 
 def test_a_replayed_batch_reports_the_same_counts_and_commits_nothing_twice(

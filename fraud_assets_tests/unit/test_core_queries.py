@@ -4,18 +4,22 @@ import json
 
 import pytest
 
-from fraud_assets.core.queries import committed_offsets, reached
+from fraud_assets.core.queries import committed_offsets, owes_no_data_batch, reached
 from fraud_assets.core.stream_run import DeliveryModeError, RunSettings
 
 
-def _batch(checkpoint, batch_id, offsets, committed=True):
+def _batch(checkpoint, batch_id, offsets, committed=True, watermark=0, next_watermark=0):
+    """One batch in Spark's checkpoint format: ran with ``watermark``, committed ``next_…``."""
+    metadata = {"batchWatermarkMs": watermark, "batchTimestampMs": 1}
     (checkpoint / "offsets").mkdir(parents=True, exist_ok=True)
     (checkpoint / "offsets" / str(batch_id)).write_text(
-        'v1\n{"batchWatermarkMs":0,"batchTimestampMs":1}\n' + json.dumps(offsets) + "\n"
+        f"v1\n{json.dumps(metadata)}\n{json.dumps(offsets)}\n"
     )
     if committed:
         (checkpoint / "commits").mkdir(exist_ok=True)
-        (checkpoint / "commits" / str(batch_id)).write_text('v1\n{"nextBatchWatermarkMs":0}\n')
+        (checkpoint / "commits" / str(batch_id)).write_text(
+            f'v1\n{{"nextBatchWatermarkMs":{next_watermark}}}\n'
+        )
 
 
 def test_committed_offsets_are_the_end_of_the_newest_committed_batch(tmp_path):
@@ -38,6 +42,21 @@ def test_a_malformed_offsets_log_fails_here(tmp_path):
         committed_offsets(tmp_path)
 
 
+def test_a_stop_after_a_batch_that_moved_the_watermark_owes_its_no_data_batch(tmp_path):
+    assert not owes_no_data_batch(tmp_path)  # a new checkpoint
+    _batch(tmp_path, 0, {"p": {"0": 5}}, watermark=0, next_watermark=60_000)
+    assert owes_no_data_batch(tmp_path)
+    # The no-data batch ran with that watermark and moved it no further: nothing owed.
+    _batch(tmp_path, 1, {"p": {"0": 5}}, watermark=60_000, next_watermark=60_000)
+    assert not owes_no_data_batch(tmp_path)
+
+
+def test_a_planned_batch_is_rerun_by_spark_so_nothing_is_owed(tmp_path):
+    _batch(tmp_path, 0, {"p": {"0": 5}}, watermark=0, next_watermark=60_000)
+    _batch(tmp_path, 1, {"p": {"0": 5}}, committed=False, watermark=60_000)
+    assert not owes_no_data_batch(tmp_path)
+
+
 def test_reached_needs_every_partition_at_or_past_its_target():
     progress = {"sources": [{"endOffset": json.dumps({"tx": {"0": 10, "1": 4}})}]}
     assert reached(progress, "tx", {0: 10, 1: 4})
@@ -53,3 +72,42 @@ def test_an_unknown_delivery_mode_is_refused_with_the_variable_to_set():
         RunSettings(delivery="batchy")
     assert RunSettings(delivery="realtime").is_realtime
     assert not RunSettings().is_realtime
+
+
+def test_a_query_started_in_session_conf_keeps_it_and_the_session_gets_its_own_back(
+    spark, tmp_path
+):
+    """The KPI query's state partitions are its own (KpiSettings.state_partitions)."""
+    from pyspark.sql import functions as F
+
+    from fraud_assets.core.queries import SHUFFLE_PARTITIONS, session_conf
+
+    before = spark.conf.get(SHUFFLE_PARTITIONS)
+    assert before != "1"  # else the test shows nothing
+    counts = (
+        spark.readStream.format("rate")
+        .option("rowsPerSecond", 10)
+        .load()
+        .groupBy((F.col("value") % 3).alias("k"))
+        .count()
+    )
+    checkpoint = tmp_path / "checkpoint"
+    with session_conf(spark, SHUFFLE_PARTITIONS, "1"):
+        query = (
+            counts.writeStream.format("memory")
+            .queryName("session_conf_counts")
+            .outputMode("complete")
+            .option("checkpointLocation", str(checkpoint))
+            .trigger(availableNow=True)
+            .start()
+        )
+    assert spark.conf.get(SHUFFLE_PARTITIONS) == before
+    try:
+        query.awaitTermination(60)
+    finally:
+        query.stop()
+    metadata = json.loads((checkpoint / "offsets" / "0").read_text().splitlines()[1])
+    assert metadata["conf"][SHUFFLE_PARTITIONS] == "1"
+    # One state partition per stateful operator: the state folder says so.
+    partitions = [p.name for p in (checkpoint / "state" / "0").iterdir() if p.name.isdigit()]
+    assert partitions == ["0"]
