@@ -40,6 +40,18 @@ CHROMIUM_FLAGS = (
 )
 
 
+SETTLED = """
+Promise.race([
+  Promise.all(document.getAnimations()
+    .filter(a => a.effect && a.effect.getComputedTiming().iterations !== Infinity)
+    .map(a => a.finished.catch(() => null))),
+  new Promise(resolve => setTimeout(resolve, 5000)),
+]).then(() => true)
+"""
+"""Resolves once the finite CSS animations and transitions running now have ended (a dialog
+fading in), at most 5 s: a page may start new ones all the time (a running step's bar)."""
+
+
 class Page:
     """One browser tab: :meth:`call` sends a DevTools command and returns its result."""
 
@@ -85,6 +97,12 @@ class Page:
             time.sleep(1.0)
 
     def screenshot(self, target: Path) -> Path:
+        """The page as a person sees it, once the finite animations running now have ended.
+
+        A dialog fades in over the page: captured at once, it is a ghost over the page under
+        it (:data:`SETTLED`). Spinners (infinite animations) are left running.
+        """
+        self.evaluate(SETTLED)
         data = self.call("Page.captureScreenshot", format="png")["data"]
         target.write_bytes(base64.b64decode(data))
         return target

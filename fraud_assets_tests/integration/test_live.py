@@ -294,7 +294,11 @@ def test_a_person_sees_the_digest_rows_and_the_kpi_plot(live_system, tmp_path):
 
         run = started_stream_run(live)
         page.goto(f"{live.dev.url}/runs/{run['runId']}")
-        page.wait_for("document.body.innerText.includes('run_scoring_stream')")
+        # The step, and its event log once loaded (the stream's reports, the alerts).
+        page.wait_for(
+            "document.body.innerText.includes('run_scoring_stream')"
+            " && !document.body.innerText.includes('Loading run logs')"
+        )
         shots.append(page.screenshot(tmp_path / "stream_run.png"))
 
         page.goto(f"{live.dev.url}/asset-groups")
