@@ -29,10 +29,10 @@ from pyspark.sql.streaming import StreamingQuery
 
 from fraud_assets.core.contracts import TRANSACTION_MESSAGE_SCHEMA
 from fraud_assets.core.paths import StreamPaths
-from fraud_assets.core.queries import SHUFFLE_PARTITIONS
 from fraud_assets.core.registry import Promotion
 from fraud_assets.core.scoring import filter_valid, parse_transactions, score_transactions
 from fraud_assets.core.settings import KafkaSettings
+from fraud_assets.core.spark import SHUFFLE_PARTITIONS
 from fraud_assets.core.stream import ScoringBatchWriter, StreamSettings
 from fraud_assets.core.stream_run import RunSettings, ScoringRun
 

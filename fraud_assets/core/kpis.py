@@ -34,7 +34,6 @@ from fraud_assets.core.contracts import (
 )
 from fraud_assets.core.paths import StreamPaths
 from fraud_assets.core.queries import (
-    SHUFFLE_PARTITIONS,
     guard_checkpoint,
     owes_no_data_batch,
     session_conf,
@@ -43,6 +42,7 @@ from fraud_assets.core.queries import (
 from fraud_assets.core.scoring import JSON_KEEP_NULLS, per_application
 from fraud_assets.core.settings import KafkaSettings
 from fraud_assets.core.sinks import commit_batch_partition, write_kafka
+from fraud_assets.core.spark import SHUFFLE_PARTITIONS
 
 log = logging.getLogger(__name__)
 

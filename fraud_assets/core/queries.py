@@ -48,10 +48,6 @@ def guard_checkpoint(checkpoint_dir: Path, query_name: str, source_topic: str) -
         write_json_atomic(identity_path, identity)
 
 
-SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
-"""Also the number of state partitions of a stateful query whose checkpoint is new."""
-
-
 @contextmanager
 def session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
     """``key`` set to ``value`` in ``spark``'s SQL settings inside the block, then restored.

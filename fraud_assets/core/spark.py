@@ -8,6 +8,10 @@ from pyspark.sql import SparkSession
 
 from fraud_assets.core.settings import SparkSettings
 
+SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
+"""Partitions of a shuffle, and the state partitions of a stateful query whose checkpoint is
+new (:attr:`fraud_assets.core.kpis.KpiSettings.state_partitions`)."""
+
 LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
 """The driver JVM's log configuration (a file of this package)."""
 
@@ -57,7 +61,7 @@ def spark_conf(settings: SparkSettings) -> dict[str, str]:
         # Standard UTC-adjusted Parquet timestamps (not legacy INT96), so pyarrow and other
         # readers see tz-aware UTC event times.
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
-        "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
+        SHUFFLE_PARTITIONS: str(settings.shuffle_partitions),
         # The default optimizer rule can re-run from_json once per extracted field
         # (apache/spark PR #42376): 61 parses of one message instead of 1.
         "spark.sql.optimizer.enableJsonExpressionOptimization": "false",

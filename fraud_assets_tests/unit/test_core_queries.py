@@ -3,8 +3,10 @@
 import json
 
 import pytest
+from pyspark.sql import functions as F
 
-from fraud_assets.core.queries import committed_offsets, owes_no_data_batch, reached
+from fraud_assets.core.queries import committed_offsets, owes_no_data_batch, reached, session_conf
+from fraud_assets.core.spark import SHUFFLE_PARTITIONS
 from fraud_assets.core.stream_run import DeliveryModeError, RunSettings
 
 
@@ -78,10 +80,6 @@ def test_a_query_started_in_session_conf_keeps_it_and_the_session_gets_its_own_b
     spark, tmp_path
 ):
     """The KPI query's state partitions are its own (KpiSettings.state_partitions)."""
-    from pyspark.sql import functions as F
-
-    from fraud_assets.core.queries import SHUFFLE_PARTITIONS, session_conf
-
     before = spark.conf.get(SHUFFLE_PARTITIONS)
     assert before != "1"  # else the test shows nothing
     counts = (
