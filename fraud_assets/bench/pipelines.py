@@ -123,6 +123,7 @@ def production_run(
         model,
         promotion,
         delivers_alerts=not settings.is_realtime,
+        early_alerts_max_messages=settings.stream.early_alerts_max_messages,
         challenger=named,
         challenger_model=challenger_model,
     )

@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -171,12 +172,50 @@ def committed_offsets(checkpoint_dir: Path) -> str | None:
     committed = _newest_batch(checkpoint_dir / "commits")
     if committed is None:
         return None
-    lines = _log_entry(checkpoint_dir, "offsets", committed)
-    sources = [line for line in lines[2:] if line.strip()]
+    return json.dumps(_source_offsets(checkpoint_dir, committed))
+
+
+def _source_offsets(checkpoint_dir: Path, batch_id: int) -> dict[str, dict[str, int]]:
+    """The end offsets batch ``batch_id`` of a one-source query reads to (``offsets/``)."""
+    sources = [line for line in _log_entry(checkpoint_dir, "offsets", batch_id)[2:] if line.strip()]
     if len(sources) != 1:
         raise ValueError(f"{checkpoint_dir} records {len(sources)} sources, expected 1")
-    json.loads(sources[0])  # fail here, not in Spark, on a malformed log
-    return sources[0]
+    return json.loads(sources[0])
+
+
+@dataclass(frozen=True)
+class BatchOffsets:
+    """The Kafka offsets one micro-batch reads: ``{topic: {partition: offset}}`` from, to."""
+
+    start: dict[str, dict[str, int]]
+    end: dict[str, dict[str, int]]
+    """Exclusive."""
+
+    @property
+    def messages(self) -> int:
+        """How many messages that is (a partition new in the batch is read from 0)."""
+        return sum(
+            int(offset) - int(self.start.get(topic, {}).get(partition, 0))
+            for topic, partitions in self.end.items()
+            for partition, offset in partitions.items()
+        )
+
+
+def batch_offsets(checkpoint_dir: Path, batch_id: int) -> BatchOffsets | None:
+    """The offsets micro-batch ``batch_id`` reads, from its query's offset log.
+
+    Spark writes a batch's end offsets before it runs the batch; its start is the previous
+    batch's end. None when that cannot be told from the log: the first batch (it starts at
+    the query's starting offsets) or a log without the batch.
+    """
+    if batch_id < 1:
+        return None
+    try:
+        start = _source_offsets(checkpoint_dir, batch_id - 1)
+        end = _source_offsets(checkpoint_dir, batch_id)
+    except (OSError, ValueError, IndexError):
+        return None
+    return BatchOffsets(start, end)
 
 
 def reached(progress: dict | None, topic: str, targets: dict[int, int]) -> bool:

@@ -16,6 +16,7 @@ training, evaluation and selection, which use it.
 """
 
 import functools
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -357,17 +358,22 @@ def per_application(build: Callable[..., T_co]) -> Callable[..., T_co]:
     return wrapper
 
 
-def wall_clock_timestamp() -> Column:
-    """The time a row is processed, read from the JVM clock for each row.
+def scoring_time(epoch_ms: int) -> Column:
+    """``epoch_ms`` (a micro-batch's scoring time) as a timestamp, kept out of generated code.
 
-    ``current_timestamp()`` is one constant per query execution: in a real-time batch (which
-    lasts a whole checkpoint interval) it would stamp every alert with the batch start, and in
-    a micro-batch it is a new literal, so new generated code, in every batch. Reading the
-    clock per row (a non-deterministic expression, never constant-folded) is exact; evaluate
-    it on alert rows only.
+    ``current_timestamp()`` is no substitute: it is a new literal in every micro-batch, and
+    a timestamp literal is inlined into the Java code Spark generates, so a new value every
+    micro-batch would be new code, compiled again every batch. Here the value is the string
+    argument of ``reflect`` (``java_method``), which Spark evaluates without generated code
+    and never constant-folds (it is non-deterministic to Spark): the plan's code is the same
+    for every value.
     """
-    millis = F.expr("java_method('java.lang.System', 'currentTimeMillis')")
+    millis = F.reflect(F.lit("java.lang.Long"), F.lit("parseLong"), F.lit(str(int(epoch_ms))))
     return F.timestamp_millis(millis.cast("long"))
+
+
+SCORED_AT = "_scored_at"
+"""The column :func:`ledger_rows` adds for its projection: the batch's scoring time."""
 
 
 @per_application
@@ -405,8 +411,9 @@ def ledger_projection(
 
     Build it once per model version and threshold (the writer keeps it) and pass it to
     :func:`ledger_rows`. ``top_features`` (the explanation expression) and the scoring time
-    are evaluated on alert rows only. ``challenger`` (version, threshold) adds its score
-    (:data:`CHALLENGER_PROB`, computed by :func:`ledger_rows`) to every valid row.
+    (:data:`SCORED_AT`, which :func:`ledger_rows` adds) are evaluated on alert rows only.
+    ``challenger`` (version, threshold) adds its score (:data:`CHALLENGER_PROB`, computed by
+    :func:`ledger_rows`) to every valid row.
     """
     valid = F.col("reason").isNull()
     alert = valid & is_alert(F.col("fraud_prob"), F.lit(float(threshold)))
@@ -418,7 +425,7 @@ def ledger_projection(
         "threshold": F.when(valid, F.lit(float(threshold))),
         "model_version": F.when(valid, F.lit(model_version)),
         "is_alert": F.when(valid, alert),
-        "scored_at": F.when(alert, wall_clock_timestamp()),
+        "scored_at": F.when(alert, F.col(SCORED_AT)),
         "top_features": F.when(alert, explanation),
         "reason": F.col("reason"),
     }
@@ -441,6 +448,7 @@ def ledger_rows(
     model: PipelineModel,
     projection: tuple[Column, ...],
     challenger: PipelineModel | None = None,
+    scored_at_ms: int | None = None,
 ) -> DataFrame:
     """Every parsed message once, scored or rejected, with :data:`LEDGER_SCHEMA`.
 
@@ -449,6 +457,11 @@ def ledger_rows(
     cached, so a micro-batch reads Kafka and parses once, in the one Spark job that writes
     this. A ``challenger`` (whose version and threshold the projection names) scores the
     same parsed rows in the same pass.
+
+    Every alert's ``scored_at`` is ``scored_at_ms`` (epoch milliseconds; None: now): one
+    value per micro-batch, which the writer records with the batch's model choice, so the
+    same batch computed again (a replay, or the early alerts of a small batch) gives
+    byte-identical rows.
     """
     models = [model] if challenger is None else [model, challenger]
     compiled = all(compiled_fraud_probability(m) is not None for m in models)
@@ -456,7 +469,9 @@ def ledger_rows(
     scored = with_fraud_prob(model, parsed if compiled else _scoreable(parsed))
     if challenger is not None:
         scored = with_fraud_prob(challenger, scored, CHALLENGER_PROB)
-    return scored.select(*projection)
+    if scored_at_ms is None:
+        scored_at_ms = int(time.time() * 1000)
+    return scored.withColumn(SCORED_AT, scoring_time(scored_at_ms)).select(*projection)
 
 
 @per_application

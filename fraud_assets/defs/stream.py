@@ -96,6 +96,9 @@ class ScoringStreamConfig(dg.Config):
     """True: process every message available at start, then stop (demos, tests, backfills)."""
     trigger_interval: str = "1 second"
     max_offsets_per_trigger: int = StreamSettings.max_offsets_per_trigger
+    early_alerts_max_messages: int = StreamSettings.early_alerts_max_messages
+    """Micro-batches of at most this many messages send their alerts before their ledger is
+    written (one Spark job before an alert is out instead of two; 0: never)."""
     report_every_seconds: float = 30.0
     """How often the op records materializations of the tables while it runs."""
     watermark_delay: str = KpiSettings.watermark_delay
@@ -190,6 +193,7 @@ def run_scoring_stream(
         stream=StreamSettings(
             trigger_interval=config.trigger_interval,
             max_offsets_per_trigger=config.max_offsets_per_trigger,
+            early_alerts_max_messages=config.early_alerts_max_messages,
         ),
         kpi=KpiSettings(
             watermark_delay=config.watermark_delay, trigger_interval=stream.kpi_trigger_interval
@@ -219,6 +223,7 @@ def run_scoring_stream(
         promotion,
         registry=registry,
         delivers_alerts=not settings.is_realtime,
+        early_alerts_max_messages=settings.stream.early_alerts_max_messages,
     )
     run = ScoringRun(session, kafka_settings, paths, writer, settings, registry=registry)
     context.log.info(

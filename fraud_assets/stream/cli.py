@@ -70,6 +70,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--trigger-interval", default=None, help='micro-batch interval, e.g. "1 second"'
     )
     parser.add_argument(
+        "--early-alerts-max-messages",
+        type=int,
+        default=None,
+        help="micro-batches of at most this many messages send their alerts before their "
+        "ledger is written (0: never)",
+    )
+    parser.add_argument(
         "--watermark-delay", default=None, help='KPI lateness allowance, e.g. "10 minutes"'
     )
     parser.add_argument(
@@ -86,7 +93,8 @@ def op_config(args: argparse.Namespace) -> dict[str, Any]:
     config: dict[str, Any] = {"bounded": bool(args.bounded)}
     if getattr(args, "realtime", False):
         config["alert_delivery"] = REALTIME
-    for flag in ("max_offsets_per_trigger", "trigger_interval", "watermark_delay"):
+    flags = ("max_offsets_per_trigger", "early_alerts_max_messages", "trigger_interval")
+    for flag in (*flags, "watermark_delay"):
         value = getattr(args, flag)
         if value is not None:
             config[flag] = value

@@ -23,6 +23,7 @@ from fraud_assets.core.contracts import (
 from fraud_assets.core.explain import top_features
 from fraud_assets.core.kpis import kpi_events, kpi_partial_records, window_kpis
 from fraud_assets.core.scoring import (
+    alert_kafka_records,
     alerts,
     dead_letters,
     filter_valid,
@@ -126,6 +127,29 @@ def test_alerts_of_the_ledger_are_the_batch_alerts(model, parsed, ledger):
     assert derived.where("scored_at IS NULL").count() == 0
 
 
+def test_the_same_batch_scored_twice_gives_identical_alerts_stamped_with_its_scoring_time(
+    spark, model, parsed, tmp_path
+):
+    # The early alerts of a small micro-batch and the ledger its tables come from are two
+    # computations of one batch (so are a batch and its replay): with the batch's recorded
+    # scoring time they must be the same records, byte for byte.
+    scored_at_ms = 1_767_225_600_123  # 2026-01-01T00:00:00.123Z
+    projection = ledger_projection(THRESHOLD, VERSION, top_features(model))
+    records = [
+        alert_kafka_records(ledger_alerts(ledger_rows(parsed, model, projection, None, ms)))
+        for ms in (scored_at_ms, scored_at_ms, scored_at_ms + 1)
+    ]
+    first, again, later = (sorted(map(tuple, r.collect())) for r in records)
+    assert first == again and len(first) > 0
+    assert first != later  # the time is in the records: it is not the clock of each run
+    stamps = {json.loads(value)["scored_at"] for _, value in first}
+    assert stamps == {"2026-01-01T00:00:00.123Z"}
+    # The committed ledger gives the same records as the ledger computed in the batch.
+    commit_batch_partition(ledger_rows(parsed, model, projection, None, scored_at_ms), tmp_path, 3)
+    committed = read_batch_partition(spark, tmp_path, 3, LEDGER_TABLE_SCHEMA)
+    assert sorted(map(tuple, alert_kafka_records(ledger_alerts(committed)).collect())) == first
+
+
 def test_dead_letters_of_the_ledger_are_the_parsed_dead_letters(parsed, ledger):
     derived = ledger_dead_letters(ledger)
     assert derived.columns == field_names(DEAD_LETTER_SCHEMA)
@@ -179,14 +203,18 @@ def test_a_second_batch_compiles_no_new_code(spark, model, tmp_path):
     projection = ledger_projection(THRESHOLD, VERSION, top_features(model))
     table = tmp_path / "ledger"
 
-    def one_batch(rows, batch_id):
-        ledger = ledger_rows(parse_transactions(_records(spark, rows)), model, projection)
+    def one_batch(rows, batch_id, scored_at_ms):
+        parsed = parse_transactions(_records(spark, rows))
+        ledger = ledger_rows(parsed, model, projection, None, scored_at_ms)
+        # A small batch's early alerts: the same scoring, straight to Kafka records.
+        early = alert_kafka_records(ledger_alerts(ledger_rows(parsed, model, projection)))
+        assert len(early.collect()) > 0
         commit_batch_partition(ledger, table, batch_id)
         committed = read_batch_partition(spark, table, batch_id, LEDGER_TABLE_SCHEMA)
         assert ledger_alerts(committed).count() > 0
         assert len(kpi_partial_records(committed, "s", "t").collect()) > 0
 
-    one_batch(separable_transactions(60)[40:], 1)
+    one_batch(separable_transactions(60)[40:], 1, 1_767_225_600_000)
     compiled = metrics.METRIC_COMPILATION_TIME().getCount()
-    one_batch(separable_transactions(80)[60:], 2)
+    one_batch(separable_transactions(80)[60:], 2, 1_767_225_601_000)
     assert metrics.METRIC_COMPILATION_TIME().getCount() == compiled

@@ -5,7 +5,13 @@ import json
 import pytest
 from pyspark.sql import functions as F
 
-from fraud_assets.core.queries import committed_offsets, owes_no_data_batch, reached, session_conf
+from fraud_assets.core.queries import (
+    batch_offsets,
+    committed_offsets,
+    owes_no_data_batch,
+    reached,
+    session_conf,
+)
 from fraud_assets.core.spark import SHUFFLE_PARTITIONS
 from fraud_assets.core.stream_run import DeliveryModeError, RunSettings
 
@@ -42,6 +48,21 @@ def test_a_malformed_offsets_log_fails_here(tmp_path):
     (tmp_path / "offsets" / "0").write_text("v1\n{}\nnot json\n")
     with pytest.raises(ValueError):
         committed_offsets(tmp_path)
+
+
+def test_a_batch_reads_from_the_previous_batch_s_end_to_its_own(tmp_path):
+    _batch(tmp_path, 0, {"tx": {"0": 5, "1": 7}})
+    _batch(tmp_path, 1, {"tx": {"0": 9, "1": 12}})
+    # Planned, not yet run: its offsets are in the log before the writer is called.
+    _batch(tmp_path, 2, {"tx": {"0": 20, "1": 12, "2": 3}}, committed=False)
+    first = batch_offsets(tmp_path, 1)
+    assert (first.start, first.end) == ({"tx": {"0": 5, "1": 7}}, {"tx": {"0": 9, "1": 12}})
+    assert first.messages == 4 + 5
+    assert batch_offsets(tmp_path, 2).messages == 11 + 0 + 3  # a new partition is read from 0
+    # The first batch starts at the query's starting offsets, which the log does not hold.
+    assert batch_offsets(tmp_path, 0) is None
+    assert batch_offsets(tmp_path, 3) is None  # not planned
+    assert batch_offsets(tmp_path / "elsewhere", 1) is None
 
 
 def test_a_stop_after_a_batch_that_moved_the_watermark_owes_its_no_data_batch(tmp_path):
