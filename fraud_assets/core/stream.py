@@ -358,7 +358,7 @@ class ScoringBatchWriter:
         """The promotion batch ``batch_id`` is scored with, and whether it was recorded before.
 
         A new batch takes :meth:`_wanted` and records it before anything is written, with
-        its scoring time (:meth:`recorded_scoring_time`); a replayed batch (same id after a
+        its scoring time (:class:`_BatchRecord`); a replayed batch (same id after a
         crash) gets the recorded one back, so its outputs are the ones it would have
         committed the first time.
         """
@@ -411,20 +411,9 @@ class ScoringBatchWriter:
     def _record_path(self, batch_id: int) -> Path:
         return self.paths.batch_models_dir / f"batch-{batch_id:012d}.json"
 
-    def recorded_challenger(self, batch_id: int) -> Promotion | None:
-        """The challenger :meth:`promotion_for` recorded for ``batch_id`` (None: none)."""
-        values = json.loads(self._record_path(batch_id).read_text()).get("challenger")
-        return None if values is None else Promotion.from_dict(values)
-
-    def recorded_scoring_time(self, batch_id: int) -> int:
-        """The scoring time (epoch ms) of batch ``batch_id``: every alert's ``scored_at``.
-
-        Recorded once, when the batch is first scored; a record written before scoring times
-        were recorded gives the time it was written.
-        """
-        path = self._record_path(batch_id)
-        recorded = json.loads(path.read_text()).get("scored_at_ms")
-        return int(path.stat().st_mtime * 1000) if recorded is None else int(recorded)
+    def recorded(self, batch_id: int) -> "_BatchRecord":
+        """What :meth:`promotion_for` recorded for ``batch_id``."""
+        return _BatchRecord.read(self._record_path(batch_id))
 
     def _sends_early_alerts(self, batch_id: int) -> bool:
         """Whether batch ``batch_id`` is small enough to send its alerts before its ledger."""
@@ -471,7 +460,8 @@ class ScoringBatchWriter:
                 self.promotion.threshold,
             )
         self.promotion = promotion
-        recorded = self.recorded_challenger(batch_id)
+        record = self.recorded(batch_id)
+        recorded = record.challenger
         challenger_model = None
         if recorded is not None:
             challenger_model = self._challenger_model(batch_id, recorded)
@@ -486,7 +476,7 @@ class ScoringBatchWriter:
             )
         self.challenger = challenger
         scorer = self._scorer(promotion.version)
-        scored_at_ms = self.recorded_scoring_time(batch_id)
+        scored_at_ms = record.scored_at_ms
         # The one pass over the batch: read Kafka, parse, score (and score in shadow), write
         # every row once, and count what was written on the way.
         observation = Observation()
@@ -560,12 +550,12 @@ class ScoringBatchWriter:
         """
         self._recovered = True
         for batch_id in self.undelivered():
-            recorded = self.paths.batch_models_dir / f"batch-{batch_id:012d}.json"
-            promotion = Promotion.from_dict(json.loads(recorded.read_text()))
-            challenger = self.recorded_challenger(batch_id)
+            record = self.recorded(batch_id)
             log.warning("batch %d was committed but not delivered: delivering it now", batch_id)
             self._deliver(
-                _CommittedBatch(batch_id, promotion, None, True, time.monotonic(), challenger)
+                _CommittedBatch(
+                    batch_id, record.promotion, None, True, time.monotonic(), record.challenger
+                )
             )
 
     def undelivered(self) -> list[int]:
@@ -663,6 +653,28 @@ class ScoringBatchWriter:
         )
         if self.on_batch is not None:
             self.on_batch(stats)
+
+
+@dataclass(frozen=True)
+class _BatchRecord:
+    """A batch's record (``batch-N.json``), written before anything of the batch is."""
+
+    promotion: Promotion
+    challenger: Promotion | None
+    """Scored in shadow beside the promotion (None: none was named)."""
+    scored_at_ms: int
+    """The batch's scoring time (epoch ms): every alert's ``scored_at``. A record written
+    before scoring times were recorded gives the time it was written."""
+
+    @classmethod
+    def read(cls, path: Path) -> "_BatchRecord":
+        values = json.loads(path.read_text())
+        challenger, scored_at_ms = values.get("challenger"), values.get("scored_at_ms")
+        return cls(
+            Promotion.from_dict(values),
+            None if challenger is None else Promotion.from_dict(challenger),
+            int(path.stat().st_mtime * 1000) if scored_at_ms is None else int(scored_at_ms),
+        )
 
 
 @dataclass
